@@ -1,0 +1,24 @@
+"""peap_widget: position-aware circuit discovery (PEAP, EAP) on nnsight, with notebook widgets.
+
+    import peap_widget as pw
+    model = pw.load_model("gpt2")                       # or a local directory / in-memory model
+    ds = pw.Dataset.from_records(records, model)        # clean, corrupted, correct, incorrect, spans
+    res = pw.attribute(model, ds, method="peap")        # res.edges: the edge table
+    res.top(10)
+
+See DESIGN.md (the contract) and the README.
+"""
+
+from .attribution import attribute
+from .data import Dataset, Example
+from .errors import DatasetError, PeapError, SchemaError, UnsupportedArchitectureError
+from .graph import Graph, GraphConfig
+from .model import Model, load_model
+from .result import AttributionResult
+from .schema import Schema
+
+__version__ = "0.1.0"
+
+__all__ = ["attribute", "AttributionResult", "Dataset", "DatasetError", "Example", "Graph",
+           "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
+           "UnsupportedArchitectureError"]

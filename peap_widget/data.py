@@ -1,0 +1,330 @@
+"""Datasets: prompts, counterfactuals, answers and span annotations, tokenized for one model.
+
+A record is a mapping with ``clean``, optional ``corrupted``, ``correct``, ``incorrect`` and
+``spans`` ``{name: [start, end)}`` in token positions of the clean prompt exactly as the model's
+tokenizer encodes it (special tokens included where that tokenizer adds them). Nothing is added or
+dropped silently: every rule broken raises an error naming the example.
+
+Example:
+    >>> ds = Dataset.from_records([{
+    ...     "clean": "When Mary and John went to the store , John gave a book to",
+    ...     "corrupted": "When Anna and Tom went to the store , Kate gave a book to",
+    ...     "correct": "Mary", "incorrect": "John",
+    ...     "spans": {"prefix": [0, 1], "IO": [1, 2], "and": [2, 3], "S1": [3, 4],
+    ...               "action1": [4, 9], "S2": [9, 10], "action2": [10, 13], "to": [13, 14]},
+    ... }], model)                                                      # doctest: +SKIP
+    >>> ds.to_json("ioi.json"); Dataset.from_json("ioi.json", model)    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DatasetError, SchemaError
+from .schema import Ranges, Schema, ranges_from_starts
+
+FORMAT = "peap_widget.dataset"
+RECORD_FIELDS = ("clean", "corrupted", "correct", "incorrect", "spans")
+CSV_FIELDS = ("prompt", "corrupted", "correct", "incorrect", "length")
+
+
+@dataclass
+class Example:
+    """One validated, tokenized example. ``spans`` are ``(start, end)`` in schema order."""
+
+    clean: str
+    corrupted: str | None
+    correct: str
+    incorrect: str
+    spans: Ranges
+    clean_ids: list[int]
+    corrupted_ids: list[int] | None
+    correct_id: int
+    incorrect_id: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return len(self.clean_ids)
+
+    def span_dict(self, schema: Schema) -> dict[str, list[int]]:
+        return {name: [s, e] for name, (s, e) in zip(schema.spans, self.spans)}
+
+
+@dataclass
+class Batch:
+    """Right-padded tensors for one batch (see `Dataset.batches`).
+
+    Right padding keeps positions 0..len-1 and lets real tokens never see a pad under the causal
+    mask, so a batched run equals the per-example runs exactly; pads have span id -1.
+    """
+
+    indices: list[int]
+    clean_ids: "torch.Tensor"        # [B, T]
+    corrupted_ids: "torch.Tensor | None"
+    lengths: "torch.Tensor"          # [B]
+    span_ids: "torch.Tensor"         # [B, T], -1 at pads
+    correct: "torch.Tensor"          # [B]
+    incorrect: "torch.Tensor"        # [B]
+    n_spans: int
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+    def span_onehot(self, dtype) -> "torch.Tensor":
+        """[B, S, T] indicator of token t lying in span s."""
+        import torch
+
+        s = torch.arange(self.n_spans, device=self.span_ids.device)
+        return (self.span_ids[:, None, :] == s[None, :, None]).to(dtype)
+
+
+def _tokenizer_of(model_or_tokenizer):
+    tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+    if tok is None or not callable(tok):
+        raise DatasetError("need a model with a tokenizer (pw.load_model(..., tokenizer=...)) "
+                           "or a tokenizer to encode the prompts")
+    return tok
+
+
+class Dataset:
+    """Validated examples sharing one `Schema`, tokenized with one tokenizer."""
+
+    def __init__(self, schema: Schema, examples: list[Example], tokenizer=None):
+        if not examples:
+            raise DatasetError("the dataset is empty: give at least one record")
+        self.schema = schema
+        self.examples = examples
+        self.tokenizer = tokenizer
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping], model, schema: Schema | Sequence[str] | None = None
+                     ) -> Dataset:
+        """Tokenize and validate records (see the module docstring for their fields).
+
+        ``schema`` defaults to the span names of the first record, in its order.
+        """
+        records = list(records)
+        if not records:
+            raise DatasetError("the dataset is empty: give at least one record")
+        tok = _tokenizer_of(model)
+        if schema is None:
+            first = records[0].get("spans") if isinstance(records[0], Mapping) else None
+            if not isinstance(first, Mapping) or not first:
+                raise DatasetError("needs a 'spans' mapping to infer the schema from "
+                                   "(or pass schema=[...])", example=0, field="spans")
+            schema = Schema(list(first))
+        elif not isinstance(schema, Schema):
+            schema = Schema(schema)
+        examples = [_make_example(i, r, schema, tok) for i, r in enumerate(records)]
+        return cls(schema, examples, tok)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Dataset(self.schema, self.examples[i], self.tokenizer)
+        return self.examples[i]
+
+    def __repr__(self) -> str:
+        return f"Dataset({len(self)} examples, schema={list(self.schema.spans)})"
+
+    @property
+    def has_counterfactuals(self) -> bool:
+        return all(e.corrupted_ids is not None for e in self.examples)
+
+    def require_counterfactuals(self) -> None:
+        for i, e in enumerate(self.examples):
+            if e.corrupted_ids is None:
+                raise DatasetError("counterfactual ablation needs a 'corrupted' prompt for every "
+                                   "example (or use ablation='mean' or 'zero')",
+                                   example=i, field="corrupted")
+
+    def tokens(self, i: int) -> list[str]:
+        """The clean prompt of example ``i`` as token strings."""
+        return self.tokenizer.convert_ids_to_tokens(self.examples[i].clean_ids)
+
+    def to_records(self) -> list[dict]:
+        out = []
+        for e in self.examples:
+            r = {"clean": e.clean}
+            if e.corrupted is not None:
+                r["corrupted"] = e.corrupted
+            r.update(correct=e.correct, incorrect=e.incorrect, spans=e.span_dict(self.schema))
+            r.update(e.extra)
+            out.append(r)
+        return out
+
+    # --- batching -------------------------------------------------------------------------
+
+    def batches(self, batch_size: int | None = None, device=None, pad_id: int | None = None
+                ) -> Iterator[Batch]:
+        """Yield right-padded `Batch` objects of consecutive examples (all at once when None)."""
+        import torch
+
+        n = len(self)
+        size = n if not batch_size else int(batch_size)
+        if size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if pad_id is None:
+            pad_id = getattr(self.tokenizer, "pad_token_id", None)
+            pad_id = 0 if pad_id is None else pad_id
+        for start in range(0, n, size):
+            idx = list(range(start, min(n, start + size)))
+            exs = [self.examples[i] for i in idx]
+            T = max(e.length for e in exs)
+            clean = torch.full((len(exs), T), pad_id, dtype=torch.long)
+            span_ids = torch.full((len(exs), T), -1, dtype=torch.long)
+            corrupted = None
+            if all(e.corrupted_ids is not None for e in exs):
+                corrupted = torch.full((len(exs), T), pad_id, dtype=torch.long)
+            for b, e in enumerate(exs):
+                clean[b, : e.length] = torch.tensor(e.clean_ids)
+                if corrupted is not None:
+                    corrupted[b, : e.length] = torch.tensor(e.corrupted_ids)
+                for s, (lo, hi) in enumerate(e.spans):
+                    span_ids[b, lo:hi] = s
+            yield Batch(
+                indices=idx,
+                clean_ids=clean.to(device),
+                corrupted_ids=None if corrupted is None else corrupted.to(device),
+                lengths=torch.tensor([e.length for e in exs], device=device),
+                span_ids=span_ids.to(device),
+                correct=torch.tensor([e.correct_id for e in exs], device=device),
+                incorrect=torch.tensor([e.incorrect_id for e in exs], device=device),
+                n_spans=len(self.schema),
+            )
+
+    # --- JSON -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": 1, "schema": self.schema.to_dict(),
+                "examples": self.to_records()}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The schema and every record (spans as end-exclusive token ranges) as JSON."""
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: Mapping, model) -> Dataset:
+        if not isinstance(d, Mapping) or "examples" not in d or "schema" not in d:
+            raise DatasetError(f"not a {FORMAT} JSON document: it needs 'schema' and 'examples'")
+        return cls.from_records(d["examples"], model, schema=Schema.from_dict(d["schema"]))
+
+    @classmethod
+    def from_json(cls, path: str | Path, model) -> Dataset:
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path} is not valid JSON: {err}") from None
+        return cls.from_dict(d, model)
+
+    # --- PEAP CSV ----------------------------------------------------------------------------
+
+    def to_peap_csv(self, path: str | Path | None = None):
+        """PEAP's CSV form: ``prompt``, ``corrupted``, ``correct``, ``incorrect``, one column per
+        span holding its first token index, and ``length``. Returns the DataFrame."""
+        import pandas as pd
+
+        rows = []
+        for e in self.examples:
+            row = {"prompt": e.clean, "corrupted": e.corrupted or "", "correct": e.correct,
+                   "incorrect": e.incorrect}
+            row.update({name: s for name, (s, _) in zip(self.schema.spans, e.spans)})
+            row["length"] = e.length
+            rows.append(row)
+        df = pd.DataFrame(rows, columns=[*CSV_FIELDS[:4], *self.schema.spans, "length"])
+        if path is not None:
+            df.to_csv(path, index=False)
+        return df
+
+    @classmethod
+    def from_peap_csv(cls, path_or_frame, model, schema: Schema | Sequence[str] | None = None
+                      ) -> Dataset:
+        """Read PEAP's CSV form. Span columns are every column that is not one of
+        ``prompt, corrupted, correct, incorrect, length`` (in file order) unless ``schema`` is given."""
+        import pandas as pd
+
+        df = (path_or_frame if isinstance(path_or_frame, pd.DataFrame)
+              else pd.read_csv(path_or_frame, keep_default_na=False, dtype=str))
+        for col in ("prompt", "correct", "incorrect", "length"):
+            if col not in df.columns:
+                raise DatasetError(f"the PEAP CSV has no {col!r} column (columns: {list(df.columns)})")
+        names = list(schema) if schema is not None else [c for c in df.columns if c not in CSV_FIELDS]
+        missing = [n for n in names if n not in df.columns]
+        if missing:
+            raise DatasetError(f"the PEAP CSV has no column for spans {missing}")
+        if not names:
+            raise DatasetError("the PEAP CSV has no span columns")
+        records = []
+        for i, row in enumerate(df.to_dict("records")):
+            try:
+                starts = [int(row[n]) for n in names]
+                length = int(row["length"])
+            except (TypeError, ValueError):
+                raise SchemaError("span starts and length must be integers",
+                                  example=i, rule="format") from None
+            rec = {"clean": str(row["prompt"]), "correct": str(row["correct"]),
+                   "incorrect": str(row["incorrect"]),
+                   "spans": dict(zip(names, map(list, ranges_from_starts(starts, length))))}
+            if str(row.get("corrupted", "")):
+                rec["corrupted"] = str(row["corrupted"])
+            rec["_length"] = length
+            records.append(rec)
+        return cls.from_records(records, model, schema=schema if schema is not None else names)
+
+
+def _encode(tok, text: str) -> list[int]:
+    return list(tok(text)["input_ids"])
+
+
+def _make_example(i: int, rec, schema: Schema, tok) -> Example:
+    if not isinstance(rec, Mapping):
+        raise DatasetError(f"a record is a mapping with fields {RECORD_FIELDS}, got "
+                           f"{type(rec).__name__}", example=i)
+    for f in ("clean", "correct", "incorrect", "spans"):
+        if f not in rec or rec[f] is None:
+            raise DatasetError("the field is missing", example=i, field=f)
+    for f in ("clean", "correct", "incorrect"):
+        if not isinstance(rec[f], str):
+            raise DatasetError(f"must be a string, got {type(rec[f]).__name__}", example=i, field=f)
+    clean_ids = _encode(tok, rec["clean"])
+    stated = rec.get("_length")
+    if stated is not None and stated != len(clean_ids):
+        raise DatasetError(f"the CSV says length {stated} but the prompt encodes to "
+                           f"{len(clean_ids)} tokens", example=i, field="length")
+    ranges = schema.validate(rec["spans"], len(clean_ids), example=i)
+    corrupted = rec.get("corrupted")
+    corrupted_ids = None
+    if corrupted is not None:
+        if not isinstance(corrupted, str):
+            raise DatasetError(f"must be a string, got {type(corrupted).__name__}",
+                               example=i, field="corrupted")
+        corrupted_ids = _encode(tok, corrupted)
+        if len(corrupted_ids) != len(clean_ids):
+            raise DatasetError(
+                f"the corrupted prompt encodes to {len(corrupted_ids)} tokens but the clean one to "
+                f"{len(clean_ids)}; counterfactual pairs must have the same length",
+                example=i, field="corrupted")
+    answer_ids = []
+    for f in ("correct", "incorrect"):
+        ids = tok(rec[f], add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = tok.convert_ids_to_tokens(ids)
+            raise DatasetError(f"{rec[f]!r} encodes to {len(ids)} tokens {pieces}; an answer must be "
+                               "exactly one token (mind the leading space of BPE vocabularies)",
+                               example=i, field=f)
+        answer_ids.append(ids[0])
+    extra = {k: v for k, v in rec.items() if k not in RECORD_FIELDS and not k.startswith("_")}
+    return Example(rec["clean"], corrupted, rec["correct"], rec["incorrect"], ranges, clean_ids,
+                   corrupted_ids, answer_ids[0], answer_ids[1], extra)
