@@ -130,34 +130,45 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
                                          clean, source, ds.schema)
 
 
+# Slot gradients and per-position edge values are formed a few examples at a time: chunks of
+# this many bytes stay in the allocator's reused heap and in cache, where whole-batch tensors
+# would be fresh pages on every call (on CPU that page-faulting cost more than the arithmetic).
+CHUNK_BYTES = 16 * 2**20
+
+
 def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metric_fn,
                  positional: bool) -> dict:
     """One clean trace with one backward pass; returns batch-summed span-aggregated scores."""
     ad, nn, graph = model.adapter, model.nn, model.graph
     cfg, dh = ad.config, ad.d_head
-    L, H = cfg.n_layers, cfg.n_heads
+    L, H, D = cfg.n_layers, cfg.n_heads, cfg.d_model
     B, T = batch.clean_ids.shape
     cd = _compute_dtype(model.dtype)
+    dev = batch.clean_ids.device
     if positional:
         M = batch.span_onehot(cd)                                           # [B, S, T]
     else:
         M = (batch.span_ids >= 0)[:, None, :].to(cd)                        # one span: the prompt
     S = M.shape[1]
     W_O = [ad.W_O(layer).to(cd) for layer in range(L)]
+    itemsize = torch.finfo(cd).bits // 8
+    chunk = max(1, CHUNK_BYTES // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize))
     out: dict = {}
     with nn.trace(batch.clean_ids, remote=model.remote):
         inp = ad.read_input(nn)
         inp.requires_grad_(True)
-        deltas = [(src.input.to(cd) - inp.detach().to(cd))[:, :, None]]   # z* - z per node
+        delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=dev)  # z* - z per node
+        delta[:, :, 0] = src.input.to(cd) - inp.detach().to(cd)
         atts, mlps = [], []
         for layer in range(L):
             att = ad.read_attention(nn, layer)
             atts.append(att)
             d_o = (src.o[layer].to(cd) - att.o.detach().to(cd)).reshape(B, T, H, dh)
-            deltas.append(torch.einsum("bthd,hdD->bthD", d_o, W_O[layer]))
+            first = graph.head_node(layer, 0)
+            delta[:, :, first: first + H] = torch.einsum("bthd,hdD->bthD", d_o, W_O[layer])
             mlp = ad.read_mlp(nn, layer)
             mlps.append(mlp)
-            deltas.append((src.mlp[layer].to(cd) - mlp.out.detach().to(cd))[:, :, None])
+            delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - mlp.out.detach().to(cd)
         fin = ad.read_final(nn)
         values = metric_fn(last_token_logits(fin.logits, batch.lengths), batch.correct,
                            batch.incorrect)
@@ -169,32 +180,40 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
                 g_o[layer], g_qkv[layer] = ad.read_attention_grads(atts[layer])
 
         # Everything below runs on saved values; only the aggregates leave the trace.
-        delta = torch.cat(deltas, dim=2)                                    # [B, T, Nf, D]
-        resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=cd, device=delta.device)
+        resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=cd, device=dev)
 
-        def residual(prefix: int, G: torch.Tensor) -> torch.Tensor:
-            """[S, prefix, K] batch-summed scores of nodes [:prefix] into K slots (grads G)."""
-            P = torch.einsum("btud,btkd->btuk", delta[:, :, :prefix], G)  # per-position edges
-            agg = aggregate_positions(P.reshape(B, T, -1), M, aggregation)
-            return agg.sum(0).reshape(S, prefix, G.shape[2])
+        def edges_into(prefix: int, slot_grads) -> torch.Tensor:
+            """[S, prefix, K]: batch-summed scores of forward nodes [:prefix] into the K slots
+            whose own-input gradients ``slot_grads(chunk_slice)`` gives, chunk by chunk."""
+            total = None
+            for lo in range(0, B, chunk):
+                sl = slice(lo, lo + chunk)
+                G = slot_grads(sl)                                          # [b, T, K, D]
+                P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
+                part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
+                total = part if total is None else total + part
+            return total.reshape(S, prefix, -1)
 
-        G_fin = ad.slot_grads_through_norm(nn, None, "final", fin.x.to(cd),
-                                           g_fin.to(cd)[:, :, None])
-        resid[:, :, graph.logits_slot] = residual(graph.n_forward, G_fin)[..., 0]
-        cross = torch.zeros(3, L, H, S, S, dtype=cd, device=delta.device) if positional else None
+        resid[:, :, graph.logits_slot] = edges_into(
+            graph.n_forward,
+            lambda sl: ad.slot_grads_through_norm(nn, None, "final", fin.x[sl].to(cd),
+                                                  g_fin[sl].to(cd)[:, :, None]))[..., 0]
+        cross = torch.zeros(3, L, H, S, S, dtype=cd, device=dev) if positional else None
         for layer in range(L):
-            att = atts[layer]
-            G_qkv = ad.qkv_grads_to_norm_space(layer, g_qkv[layer].to(cd)).flatten(2, 3)
-            G_att = ad.slot_grads_through_norm(nn, layer, "attn", att.x.to(cd), G_qkv)
-            G_mlp = ad.slot_grads_through_norm(nn, layer, "mlp", mlps[layer].x.to(cd),
-                                               g_mlp[layer].to(cd)[:, :, None])
-            # q/k/v slots and the MLP slot of this layer share one contraction over the longer
+            att, mlp = atts[layer], mlps[layer]
+
+            def layer_slot_grads(sl, layer=layer, att=att, mlp=mlp):
+                G_qkv = ad.qkv_grads_to_norm_space(layer, g_qkv[layer][sl].to(cd)).flatten(2, 3)
+                G_att = ad.slot_grads_through_norm(nn, layer, "attn", att.x[sl].to(cd), G_qkv)
+                G_mlp = ad.slot_grads_through_norm(nn, layer, "mlp", mlp.x[sl].to(cd),
+                                                   g_mlp[layer][sl].to(cd)[:, :, None])
+                return torch.cat([G_att, G_mlp], dim=2)
+
+            # q/k/v slots and the MLP slot of a layer share one contraction over the longer
             # upstream prefix; entries off the edge mask (this layer's heads -> its q/k/v) are
             # dropped when the table is built.
-            first = graph.qkv_slot(layer, 0, 0)
-            prefix = graph.mlp_upstream(layer)
-            resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = residual(
-                prefix, torch.cat([G_att, G_mlp], dim=2))
+            first, prefix = graph.qkv_slot(layer, 0, 0), graph.mlp_upstream(layer)
+            resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = edges_into(prefix, layer_slot_grads)
             if positional:
                 q, k, v = att.q.to(cd), att.k.to(cd), att.v.to(cd)
                 o = att.o.detach().to(cd).reshape(B, T, H, dh).transpose(1, 2)
