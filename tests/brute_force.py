@@ -418,15 +418,17 @@ def brute_force_scores(hf, tok, records, schema, ablation="counterfactual",
                        aggregations=("sum",), method="peap", examples=None):
     """{aggregation: {(kind, src, dst, src_span, dst_span): score}}.
 
-    ``method="eap"``: residual edges only, with one span "all" covering the whole prompt.
+    ``method="eap"``: residual edges only, aggregated over one span "all" covering the whole
+    prompt. The ablation source is the same as for PEAP (for ``mean``: the per-span-type means of
+    the dataset's spans), so that EAP == the sum over spans of PEAP residual scores.
     """
-    if method == "eap":
-        records = [dict(r, spans={"all": [0, len(r["clean"].split())]}) for r in records]
-        schema = ["all"]
-        examples = None
     if examples is None:
         examples = prepare(hf, tok, records, schema)
     sources = ablation_sources(hf, examples, ablation, schema)
+    if method == "eap":
+        examples = [Example(dict(ex.record, spans={"all": [0, len(ex.span_at)]}), ex.clean,
+                            ex.corrupted_ids, ["all"] * len(ex.span_at)) for ex in examples]
+        schema = ["all"]
     n = len(examples)
     results = {agg: {} for agg in aggregations}
 
