@@ -10,7 +10,9 @@ See DESIGN.md (the contract) and the README.
 """
 
 from .attribution import attribute
+from .circuit import Circuit
 from .data import Dataset, Example
+from .evaluate import EvalResult, Evaluator, evaluate
 from .errors import DatasetError, PeapError, SchemaError, UnsupportedArchitectureError
 from .graph import Graph, GraphConfig
 from .model import Model, load_model
@@ -19,6 +21,6 @@ from .schema import Schema
 
 __version__ = "0.1.0"
 
-__all__ = ["attribute", "AttributionResult", "Dataset", "DatasetError", "Example", "Graph",
+__all__ = ["attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "Dataset", "DatasetError", "Example", "Graph",
            "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError"]

@@ -125,9 +125,12 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     settings = {"method": method, "ablation": ablation, "aggregation": aggregation,
                 "metric": metric_name, "batch_size": batch_size, "n_examples": n,
                 "model": model.name}
+    lengths = np.asarray([[e - s for s, e in ex.spans] for ex in ds.examples])
+    if not positional:
+        lengths = lengths.sum(1, keepdims=True)
     return AttributionResult.from_arrays(graph, spans, resid.numpy(),
                                          None if cross is None else cross.numpy(), settings,
-                                         clean, source, ds.schema)
+                                         clean, source, ds.schema, lengths)
 
 
 # Slot gradients and per-position edge values are formed a few examples at a time: chunks of

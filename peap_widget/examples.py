@@ -35,11 +35,15 @@ def tiny_gpt2(n_layer=2, n_head=4, d_model=16, dtype=torch.float64, seed=0, **co
         **config,
     )
     model = GPT2LMHeadModel(cfg).to(dtype).eval()
-    # Larger than default init so that attention patterns are far from uniform and
-    # every edge kind has scores well away from zero.
+    # Larger than default init so that attention patterns are far from uniform and every edge
+    # kind has scores well away from zero; biases and norm parameters random too (HF starts
+    # them at 0 and 1), so that code paths handling them are exercised.
+    gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             p.mul_(4.0)
+            if name.endswith("bias") or ".ln_" in name or name.startswith("transformer.ln_f"):
+                p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
     return model, tok
 
 

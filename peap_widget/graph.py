@@ -115,46 +115,217 @@ class Graph:
         return int(self.edge_mask.sum())
 
 
+class EdgeSpace:
+    """Every edge of a graph over ``spans``, as integer coordinates of edge-table rows.
+
+    Residual rows come first, span by span, each span listing `Graph.edge_mask`'s edges in
+    row-major (forward node, backward slot) order: ``span``, ``fwd``, ``bwd``. Crossing rows
+    follow (when ``crossing``), kind by kind (q, k, v), head by head in (layer, head) order, then
+    (query span, key span) pairs with key <= query in `numpy.tril_indices` order: ``kind``,
+    ``layer``, ``head``, ``qspan``, ``kspan``.
+
+    It also names the positional nodes and gives each row its child and parent nodes:
+
+    - ``F(u, s)``: forward node u at span s (``a3.h4@S2``, ``m0@IO``, ``input@END``);
+    - ``SLOT(h, c, s)``: head h's q/k/v input at span s (``a3.h4<k>@S1``);
+    - ``LOGITS(s)``: the logits at span s; the circuit's root is the one at the last span.
+
+    A residual row (u -> v, s) goes from F(u, s) to v's node at s (``SLOT`` for a q/k/v slot, F of
+    the MLP, or LOGITS). A crossing row of head h (kind c, key span s_k, query span s_q) goes from
+    SLOT(h, c, s_k) (for k, v) or SLOT(h, q, s_q) (for q) to F(h, s_q).
+    """
+
+    def __init__(self, graph: Graph, spans: list[str], crossing: bool):
+        self.graph, self.spans, self.crossing = graph, list(spans), crossing
+        S = self.n_spans = len(spans)
+        fwd, bwd = np.nonzero(graph.edge_mask)
+        self.span = np.repeat(np.arange(S), len(fwd))
+        self.fwd = np.tile(fwd, S)
+        self.bwd = np.tile(bwd, S)
+        self.n_resid = len(self.fwd)
+        if crossing:
+            qs, ks = np.tril_indices(S)
+            n_heads, n_pairs = graph.L * graph.H, len(qs)
+            head = np.tile(np.repeat(np.arange(n_heads), n_pairs), 3)
+            self.kind = np.repeat(np.arange(3), n_heads * n_pairs)
+            self.layer, self.head = head // graph.H, head % graph.H
+            self.qspan = np.tile(qs, 3 * n_heads)
+            self.kspan = np.tile(ks, 3 * n_heads)
+        else:
+            self.kind = self.layer = self.head = self.qspan = self.kspan = np.zeros(0, dtype=np.int64)
+        self.n_cross = len(self.kind)
+
+    def __len__(self) -> int:
+        return self.n_resid + self.n_cross
+
+    def same_as(self, other: EdgeSpace) -> bool:
+        return (self.graph.cfg == other.graph.cfg and self.spans == other.spans
+                and self.crossing == other.crossing)
+
+    # --- dense <-> rows -------------------------------------------------------------------------
+
+    def dense(self, values: np.ndarray, fill=0):
+        """Row values -> (resid [S, n_forward, n_backward], cross [3, L, H, S, S] or None)."""
+        g, S = self.graph, self.n_spans
+        values = np.asarray(values)
+        resid = np.full((S, g.n_forward, g.n_backward), fill, dtype=values.dtype)
+        resid[self.span, self.fwd, self.bwd] = values[: self.n_resid]
+        cross = None
+        if self.crossing:
+            cross = np.full((3, g.L, g.H, S, S), fill, dtype=values.dtype)
+            cross[self.kind, self.layer, self.head, self.qspan, self.kspan] = values[self.n_resid:]
+        return resid, cross
+
+    def rows(self, resid: np.ndarray, cross: np.ndarray | None) -> np.ndarray:
+        """Dense arrays -> row values (the inverse of `dense`)."""
+        parts = [np.asarray(resid)[self.span, self.fwd, self.bwd]]
+        if self.crossing:
+            parts.append(np.asarray(cross)[self.kind, self.layer, self.head, self.qspan, self.kspan])
+        return np.concatenate(parts)
+
+    # --- names ------------------------------------------------------------------------------
+
+    @cached_property
+    def table(self):
+        """The edge table's key columns (no scores), one row per edge."""
+        import pandas as pd
+
+        g = self.graph
+        span_names = np.asarray(self.spans, dtype=object)
+        fwd = np.asarray(g.forward_names, dtype=object)
+        bwd = np.asarray(g.backward_names, dtype=object)
+        head_col = np.asarray(g.head_names, dtype=object)[self.layer * g.H + self.head]
+        return pd.DataFrame({
+            "kind": np.concatenate([np.full(self.n_resid, "resid", dtype=object),
+                                    np.asarray(QKV, dtype=object)[self.kind]]),
+            "src": np.concatenate([fwd[self.fwd], head_col]),
+            "dst": np.concatenate([bwd[self.bwd], head_col]),
+            "src_span": np.concatenate([span_names[self.span], span_names[self.kspan]]),
+            "dst_span": np.concatenate([span_names[self.span], span_names[self.qspan]]),
+        })
+
+    @cached_property
+    def row_of_key(self) -> dict:
+        """(kind, src, dst, src_span, dst_span) -> row index."""
+        t = self.table
+        return {key: i for i, key in enumerate(zip(t["kind"], t["src"], t["dst"], t["src_span"],
+                                                    t["dst_span"]))}
+
+    def edge_name(self, row: int) -> str:
+        """``m0->a1.h2<q>@S2`` (residual) or ``a1.h2<k>@S1->a1.h2@S2`` (crossing)."""
+        kind, src, dst, s_src, s_dst = self.table.iloc[row]
+        if kind == "resid":
+            return f"{src}->{dst}@{s_src}"
+        read_span = s_dst if kind == "q" else s_src
+        return f"{src}<{kind}>@{read_span}->{dst}@{s_dst}" + (f"[{s_src}]" if kind == "q" else "")
+
+    @cached_property
+    def row_of_name(self) -> dict:
+        return {self.edge_name(i): i for i in range(len(self))}
+
+    def row(self, edge) -> int:
+        """Row index of an edge given as an index, a key tuple or an `edge_name` string."""
+        if isinstance(edge, (int, np.integer)):
+            if not 0 <= edge < len(self):
+                raise IndexError(f"edge row {edge} out of range (0..{len(self) - 1})")
+            return int(edge)
+        if isinstance(edge, str):
+            if edge not in self.row_of_name:
+                raise KeyError(f"no edge named {edge!r} (names look like 'm0->a1.h2<q>@S2' or "
+                               "'a1.h2<k>@S1->a1.h2@S2')")
+            return self.row_of_name[edge]
+        key = tuple(edge)
+        if key not in self.row_of_key:
+            raise KeyError(f"no edge {key!r} (kind, src, dst, src_span, dst_span)")
+        return self.row_of_key[key]
+
+    # --- positional nodes -----------------------------------------------------------------------
+
+    @property
+    def n_nodes(self) -> int:
+        g, S = self.graph, self.n_spans
+        return S * g.n_forward + S * g.L * g.H * 3 + S
+
+    def F(self, u, s):
+        return s * self.graph.n_forward + u
+
+    def SLOT(self, head_flat, c, s):
+        g = self.graph
+        return self.n_spans * g.n_forward + (s * g.L * g.H + head_flat) * 3 + c
+
+    def LOGITS(self, s):
+        return self.n_nodes - self.n_spans + s
+
+    @property
+    def root(self) -> int:
+        return self.LOGITS(self.n_spans - 1)
+
+    @cached_property
+    def input_nodes(self) -> np.ndarray:
+        return self.F(0, np.arange(self.n_spans))
+
+    @cached_property
+    def node_names(self) -> list[str]:
+        g = self.graph
+        names = [f"{u}@{s}" for s in self.spans for u in g.forward_names]
+        names += [f"{h}<{c}>@{s}" for s in self.spans for h in g.head_names for c in QKV]
+        return names + [f"logits@{s}" for s in self.spans]
+
+    @cached_property
+    def node_index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.node_names)}
+
+    @cached_property
+    def child(self) -> np.ndarray:
+        """[rows] child node of every row."""
+        g = self.graph
+        b, s = self.bwd, self.span
+        per_layer = 3 * g.H + 1
+        layer, pos = b // per_layer, b % per_layer
+        kind, head = pos // g.H, pos % g.H
+        resid_child = np.where(
+            b == g.logits_slot, self.LOGITS(s),
+            np.where(pos == 3 * g.H, self.F(1 + layer * (g.H + 1) + g.H, s),
+                     self.SLOT(layer * g.H + head, np.minimum(kind, 2), s)))
+        cross_child = self.F(1 + self.layer * (g.H + 1) + self.head, self.qspan)
+        return np.concatenate([resid_child, cross_child]).astype(np.int64)
+
+    @cached_property
+    def parent(self) -> np.ndarray:
+        """[rows] parent node of every row."""
+        read_span = np.where(self.kind == 0, self.qspan, self.kspan)
+        cross_parent = self.SLOT(self.layer * self.graph.H + self.head, self.kind, read_span)
+        return np.concatenate([self.F(self.fwd, self.span), cross_parent]).astype(np.int64)
+
+    @cached_property
+    def crossing_group(self) -> np.ndarray:
+        """[rows] for crossing rows the index of their (head, query span, key span) group
+        shared by q, k and v; -1 for residual rows."""
+        n_per_kind = self.n_cross // 3 if self.crossing else 0
+        grp = np.arange(self.n_cross) % max(n_per_kind, 1)
+        return np.concatenate([np.full(self.n_resid, -1), grp]).astype(np.int64)
+
+    def real_counts(self, span_lengths: np.ndarray) -> np.ndarray:
+        """[rows] mean number of real per-example edges each row stands for, given
+        [N, S] span lengths: |s| for residual rows, #{(t, t'): t in s_q, t' in s_k, t' <= t}
+        for crossing rows."""
+        lengths = np.asarray(span_lengths, dtype=np.float64)
+        resid = lengths.mean(0)[self.span]
+        if not self.crossing:
+            return resid
+        lq, lk = lengths[:, self.qspan], lengths[:, self.kspan]
+        same = self.qspan == self.kspan
+        pairs = np.where(same[None], lq * (lq + 1) / 2, lq * lk).mean(0)
+        return np.concatenate([resid, pairs])
+
+
 def edge_table(graph: Graph, spans: list[str], resid: np.ndarray | None, cross: np.ndarray | None):
-    """The edge table of DESIGN.md section 3 from dense score arrays.
+    """The edge table of DESIGN.md section 3 from dense score arrays, rows in `EdgeSpace` order.
 
     ``resid``: [S, n_forward, n_backward] (entries off `Graph.edge_mask` ignored).
-    ``cross``: [3, L, H, S_query, S_key] for kinds q, k, v (only key span <= query span used).
+    ``cross``: [3, L, H, S_query, S_key] for kinds q, k, v, or None (no crossing edges).
     """
-    import pandas as pd
-
-    parts = []
-    if resid is not None:
-        src_i, dst_i = np.nonzero(graph.edge_mask)
-        S = len(spans)
-        fwd = np.asarray(graph.forward_names, dtype=object)
-        bwd = np.asarray(graph.backward_names, dtype=object)
-        span_col = np.repeat(np.asarray(spans, dtype=object), len(src_i))
-        parts.append(pd.DataFrame({
-            "kind": "resid",
-            "src": np.tile(fwd[src_i], S),
-            "dst": np.tile(bwd[dst_i], S),
-            "src_span": span_col,
-            "dst_span": span_col,
-            "score": np.asarray(resid)[:, src_i, dst_i].reshape(-1),
-        }))
-    if cross is not None:
-        S = len(spans)
-        qs, ks = np.tril_indices(S)  # key span never after the query span
-        heads = np.asarray(graph.head_names, dtype=object)
-        n_pairs, n_heads = len(qs), len(heads)
-        c = np.asarray(cross).reshape(3, n_heads, S, S)[:, :, qs, ks]  # [3, LH, pairs]
-        span_arr = np.asarray(spans, dtype=object)
-        head_col = np.repeat(heads, n_pairs)
-        parts.append(pd.DataFrame({
-            "kind": np.repeat(np.asarray(QKV, dtype=object), n_heads * n_pairs),
-            "src": np.tile(head_col, 3),
-            "dst": np.tile(head_col, 3),
-            "src_span": np.tile(span_arr[ks], 3 * n_heads),
-            "dst_span": np.tile(span_arr[qs], 3 * n_heads),
-            "score": c.reshape(-1),
-        }))
-    cols = ["kind", "src", "dst", "src_span", "dst_span", "score"]
-    if not parts:
-        return pd.DataFrame({c: [] for c in cols})
-    return pd.concat(parts, ignore_index=True)[cols]
+    space = EdgeSpace(graph, list(spans), crossing=cross is not None)
+    table = space.table.copy()
+    table["score"] = space.rows(resid, cross).astype(np.float64)
+    return table

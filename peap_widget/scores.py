@@ -86,3 +86,23 @@ def crossing_values(A, G, q, k, v, o, q_src, k_src, v_src, logits_fn):
     P_k = logit_change_weight(A, logits_fn(q, k_src) - base) * toward
     P_q = logit_change_weight(A, logits_fn(q_src, k) - base) * toward
     return torch.stack([P_q, P_k, P_v])
+
+
+def mixed_attention(q, k, v, q_src, k_src, v_src, Cq, Ck, Cv, logits_fn, pattern_fn):
+    """Heads' outputs [B, H, T, dh] when each (query t, key t') pair uses this run's q_t, k_t',
+    v_t' where its crossing edge of that kind is in the circuit (``C*[b, h, t, t']`` True) and the
+    ablation source's otherwise. ``C*`` None means every pair of that kind is in.
+
+    ``logits_fn(q, k)`` gives the model's scores; ``pattern_fn(scores)`` its masked softmax."""
+    if Cq is None and Ck is None:
+        scores = logits_fn(q, k)
+    else:
+        Cq = torch.ones_like(Ck) if Cq is None else Cq
+        Ck = torch.ones_like(Cq) if Ck is None else Ck
+        scores = torch.where(Cq, torch.where(Ck, logits_fn(q, k), logits_fn(q, k_src)),
+                             torch.where(Ck, logits_fn(q_src, k), logits_fn(q_src, k_src)))
+    A = pattern_fn(scores)
+    if Cv is None:
+        return A @ v
+    keep = A * Cv
+    return keep @ v + (A - keep) @ v_src

@@ -79,7 +79,9 @@ class Adapter:
 
     def attention_pattern(self, q: torch.Tensor, k: torch.Tensor, layer: int) -> torch.Tensor:
         """[B, H, T, T] softmax of the causally masked scores (right padding needs no other mask)."""
-        scores = self.attention_logits(q, k, layer)
+        return self.pattern_from_logits(self.attention_logits(q, k, layer), layer)
+
+    def pattern_from_logits(self, scores: torch.Tensor, layer: int) -> torch.Tensor:
         T = scores.shape[-1]
         causal = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
         scores = scores.masked_fill(~causal, float("-inf"))
@@ -114,6 +116,33 @@ class Adapter:
     def qkv_grads_to_norm_space(self, layer: int, g: torch.Tensor) -> torch.Tensor:
         """[B, T, 3, H, dh] grads at the q/k/v projections -> [B, T, 3, H, D] grads at the
         attention norm's output, one per head and kind (each head's own copy)."""
+        raise NotImplementedError
+
+    # --- patched runs (circuit evaluation), in forward order -------------------------------
+
+    def read_residual(self, nn, layer: int | None, which: str) -> torch.Tensor:
+        """The residual stream entering the norm in front of ``which`` (``"attn"``, ``"mlp"``
+        of ``layer``, or ``"final"``)."""
+        return self.norm(nn, layer, which).input
+
+    def set_norm_input(self, nn, layer: int | None, which: str, value: torch.Tensor) -> None:
+        """Feed the norm in front of ``which`` (and so only that sublayer) ``value`` instead."""
+        self.norm(nn, layer, which).input = value
+
+    def qkv_from_normed(self, layer: int, normed: torch.Tensor):
+        """[B, T, 3, H, D] per-head normed q/k/v inputs -> q, k, v [B, H, T, dh] (with biases,
+        after any rotary embedding)."""
+        raise NotImplementedError
+
+    def replace_attention(self, nn, layer: int, o: torch.Tensor) -> None:
+        """Skip the attention module of ``layer``, using heads' outputs ``o`` [B, T, H*dh]
+        (before W_O) through the model's own output projection instead."""
+        raise NotImplementedError
+
+    def read_mlp_output(self, nn, layer: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def read_logits(self, nn) -> torch.Tensor:
         raise NotImplementedError
 
     # --- slot gradients through the model's own norms (after the backward pass) -------------

@@ -81,6 +81,23 @@ class GPT2Adapter(Adapter):
         w = self._W_qkv(layer).to(g.dtype)
         return torch.einsum("btchd,Dchd->btchD", g, w)
 
+    def qkv_from_normed(self, layer, normed):
+        attn = self._block(layer).attn.c_attn
+        w = self._W_qkv(layer).to(normed.dtype)                         # [D, 3, H, dh]
+        b = attn.bias.detach().to(normed.dtype).reshape(3, self.config.n_heads, self.d_head)
+        qkv = torch.einsum("btchD,Dchd->cbhtd", normed, w) + b[:, None, :, None, :]
+        return qkv[0], qkv[1], qkv[2]
+
+    def replace_attention(self, nn, layer, o):
+        attn = nn.transformer.h[layer].attn
+        attn.skip((attn.c_proj(o), None))
+
+    def read_mlp_output(self, nn, layer):
+        return nn.transformer.h[layer].mlp.output
+
+    def read_logits(self, nn):
+        return nn.lm_head.output
+
     def norm(self, nn, layer, which):
         if which == "final":
             return nn.transformer.ln_f
