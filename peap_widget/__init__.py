@@ -11,6 +11,7 @@ See DESIGN.md (the contract) and the README.
 
 from .attribution import attribute
 from .circuit import Circuit
+from .curves import MIB_FRACTIONS, FaithfulnessCurve, faithfulness_curve, mib_scores
 from .data import Dataset, Example
 from .evaluate import EvalResult, Evaluator, evaluate
 from .errors import DatasetError, PeapError, SchemaError, UnsupportedArchitectureError
@@ -21,6 +22,7 @@ from .schema import Schema
 
 __version__ = "0.1.0"
 
-__all__ = ["attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "Dataset", "DatasetError", "Example", "Graph",
+__all__ = ["attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
+           "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
            "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError"]

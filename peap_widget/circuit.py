@@ -4,7 +4,8 @@ Search (DESIGN.md section 6) works on *units*: every residual row is a unit; cro
 units of their own, or (``merge_qkv=True``, the PEAP paper's default) the q, k and v rows of one
 (head, query span, key span) form one unit scored max(|q|, |k|, |v|). Greedy starts at the logits
 of the last span and repeatedly adds the best unit whose child node is already in the circuit;
-afterwards every unit not on a path from an ``input`` node to that root is dropped.
+afterwards every edge-table row not on a path from an ``input`` node to that root is dropped
+(row by row, so a merged group keeps only the kinds whose own input is connected).
 
 Example:
     >>> circ = res.circuit(n_edges=200)              # greedy, q/k/v merged       # doctest: +SKIP
@@ -286,10 +287,7 @@ class Circuit:
 
     def prune(self) -> int:
         """Drop every edge not on a path from an ``input`` node to the root logits."""
-        units = self.units
-        unit_in = np.zeros(units.n, dtype=bool)
-        unit_in[units.of_row[self.in_rows]] = True
-        keep = units.on_paths(unit_in)[units.of_row]
+        keep = _on_paths(self.space, self.in_rows)
         return self._set(np.nonzero(self.in_rows & ~keep)[0], False)
 
     # --- files -----------------------------------------------------------------------------------
@@ -350,17 +348,18 @@ class Circuit:
     # --- other formats ---------------------------------------------------------------------------
 
     def to_networkx(self):
-        """A ``networkx.DiGraph`` of positional nodes with one edge per circuit row (attributes
-        ``kind``, ``score``, ``row``)."""
+        """A ``networkx.MultiDiGraph`` of positional nodes with one edge per circuit row, keyed by
+        row (attributes ``kind``, ``score``, ``row``; q edges of one head and query span to
+        different key spans share their end nodes)."""
         try:
             import networkx as nx
         except ImportError:
             raise PeapError("to_networkx needs networkx: pip install networkx") from None
         sp = self.space
-        G = nx.DiGraph(spans=sp.spans)
+        G = nx.MultiDiGraph(spans=sp.spans)
         t = sp.table
         for row in np.nonzero(self.in_rows)[0]:
-            G.add_edge(sp.node_names[sp.parent[row]], sp.node_names[sp.child[row]],
+            G.add_edge(sp.node_names[sp.parent[row]], sp.node_names[sp.child[row]], key=int(row),
                        kind=t["kind"].iat[row], score=float(self.scores[row]), row=int(row))
         return G
 
@@ -471,6 +470,11 @@ def search(space: EdgeSpace, scores: np.ndarray, n_edges: int | None = None, met
             chosen = np.argsort(-key, kind="stable")[: int(n_edges)]
     unit_mask = np.zeros(units.n, dtype=bool)
     unit_mask[chosen] = True
-    if prune:
-        unit_mask = units.on_paths(unit_mask)
-    return unit_mask[units.of_row]
+    rows = unit_mask[units.of_row]
+    return _on_paths(space, rows) if prune else rows
+
+
+def _on_paths(space: EdgeSpace, rows: np.ndarray) -> np.ndarray:
+    """Rows of ``rows`` on some path from an input node to the root, row by row (so a merged
+    q/k/v group loses the rows whose own input is cut off)."""
+    return _units(space, False).on_paths(rows)

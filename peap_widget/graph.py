@@ -131,7 +131,7 @@ class EdgeSpace:
     - ``LOGITS(s)``: the logits at span s; the circuit's root is the one at the last span.
 
     A residual row (u -> v, s) goes from F(u, s) to v's node at s (``SLOT`` for a q/k/v slot, F of
-    the MLP, or LOGITS). A crossing row of head h (kind c, key span s_k, query span s_q) goes from
+    the MLP, or LOGITS; without crossing edges a q/k/v slot's row goes to F of the head). A crossing row of head h (kind c, key span s_k, query span s_q) goes from
     SLOT(h, c, s_k) (for k, v) or SLOT(h, q, s_q) (for q) to F(h, s_q).
     """
 
@@ -283,10 +283,13 @@ class EdgeSpace:
         per_layer = 3 * g.H + 1
         layer, pos = b // per_layer, b % per_layer
         kind, head = pos // g.H, pos % g.H
+        # Without crossing edges (EAP) nothing routes a head's inputs across positions, so an
+        # edge into a head's q/k/v input goes straight to the head.
+        head_in = (self.SLOT(layer * g.H + head, np.minimum(kind, 2), s) if self.crossing
+                   else self.F(1 + layer * (g.H + 1) + head, s))
         resid_child = np.where(
             b == g.logits_slot, self.LOGITS(s),
-            np.where(pos == 3 * g.H, self.F(1 + layer * (g.H + 1) + g.H, s),
-                     self.SLOT(layer * g.H + head, np.minimum(kind, 2), s)))
+            np.where(pos == 3 * g.H, self.F(1 + layer * (g.H + 1) + g.H, s), head_in))
         cross_child = self.F(1 + self.layer * (g.H + 1) + self.head, self.qspan)
         return np.concatenate([resid_child, cross_child]).astype(np.int64)
 
