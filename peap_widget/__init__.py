@@ -9,6 +9,7 @@
 See DESIGN.md (the contract) and the README.
 """
 
+from . import models, tasks
 from .attribution import attribute
 from .circuit import Circuit
 from .curves import MIB_FRACTIONS, FaithfulnessCurve, faithfulness_curve, mib_scores
@@ -22,7 +23,7 @@ from .schema import Schema
 
 __version__ = "0.1.0"
 
-__all__ = ["attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
+__all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
            "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
            "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError"]

@@ -1,0 +1,115 @@
+"""Tasks: prompts, counterfactuals, answers and spans in *characters*, for any tokenizer.
+
+A task keeps every span as a character range of the clean prompt, so the same task works with
+a word-level toy tokenizer and with GPT-2's BPE: `Task.dataset` maps characters to tokens with
+the tokenizer's offsets (a token belongs to the span holding its first non-space character;
+special tokens the tokenizer adds at the start belong to the first span).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data import Dataset
+from ..errors import DatasetError
+from ..schema import Schema
+
+
+def char_spans(parts: list[tuple[str, str]]) -> tuple[str, dict[str, list[int]]]:
+    """Join ``(span, text)`` parts into a prompt; each span's range covers its text and the
+    separator before it, so the spans cover every character in order."""
+    text, spans = "", {}
+    for name, piece in parts:
+        start = len(text)
+        if piece:
+            text += piece if not text else " " + piece
+        spans[name] = [start, len(text)]
+    return text, spans
+
+
+@dataclass
+class Task:
+    """A named task: records with ``clean``, ``corrupted``, ``correct``, ``incorrect`` and
+    ``char_spans`` ``{span: [first_char, end_char)}``, a `Schema`, and its metric."""
+
+    name: str
+    schema: Schema
+    records: list[dict]
+    metric: object = "logit_diff"
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, {len(self)} records, schema={list(self.schema)})"
+
+    def texts(self) -> list[str]:
+        out = []
+        for r in self.records:
+            out += [r["clean"], r["corrupted"], r["correct"], r["incorrect"]]
+        return out
+
+    def split(self, n: int) -> tuple[Task, Task]:
+        """The first ``n`` records and the rest, as two tasks."""
+        a = Task(self.name, self.schema, self.records[:n], self.metric, self.description, self.meta)
+        b = Task(self.name, self.schema, self.records[n:], self.metric, self.description, self.meta)
+        return a, b
+
+    def metric_for(self, model):
+        """The metric to attribute with (a name, or a callable built for the model's tokenizer)."""
+        return self.metric(model.tokenizer) if callable(self.metric) else self.metric
+
+    def token_records(self, tokenizer) -> list[dict]:
+        """Records with token spans for ``tokenizer``."""
+        out = []
+        for i, r in enumerate(self.records):
+            rec = {k: v for k, v in r.items() if k != "char_spans"}
+            rec["spans"] = token_spans(tokenizer, r["clean"], r["char_spans"], i)
+            out.append(rec)
+        return out
+
+    def dataset(self, model) -> Dataset:
+        """Tokenize for ``model`` (or a tokenizer) and validate: a `Dataset`."""
+        tok = getattr(model, "tokenizer", model)
+        return Dataset.from_records(self.token_records(tok), tok, schema=self.schema)
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        path = Path(path)
+        with path.open("w") as f:
+            for r in self.records:
+                f.write(json.dumps(r) + "\n")
+        return path
+
+
+def token_spans(tokenizer, text: str, spans: dict, example: int | None = None) -> dict:
+    """Character spans of ``text`` -> token spans under ``tokenizer`` (see the module docs)."""
+    try:
+        enc = tokenizer(text, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):
+        raise DatasetError("character spans need a fast tokenizer with offsets "
+                           "(return_offsets_mapping)", example=example) from None
+    names = list(spans)
+    bounds = [spans[n] for n in names]
+    owner = []
+    for a, b in enc["offset_mapping"]:
+        if a == b:  # a special token the tokenizer added
+            owner.append(owner[-1] if owner else 0)
+            continue
+        c = a
+        while c < b - 1 and text[c].isspace():
+            c += 1
+        k = next((j for j, (s, e) in enumerate(bounds) if s <= c < e), None)
+        if k is None:
+            raise DatasetError(f"character {c} ({text[c]!r}) of {text!r} lies in no span",
+                               example=example, field="char_spans")
+        owner.append(k)
+    out, pos = {}, 0
+    for k, n in enumerate(names):
+        count = sum(1 for o in owner if o == k)
+        out[n] = [pos, pos + count]
+        pos += count
+    return out
