@@ -56,14 +56,16 @@ def test_ioi_spans_roles_and_counterfactuals(order):
 
 
 def test_ioi_with_a_bpe_tokenizer():
-    names = [" " + n for n in "Mary John Anna Tom Kate Bob Lisa Mark".split()]
-    task = pw.tasks.get("ioi", n=30, seed=1, names=names)
+    task = pw.tasks.get("ioi", n=30, seed=1, names="Mary John Anna Tom Kate Bob Lisa Mark".split())
     tok = bpe_tokenizer(task.texts() * 20)
     ds = task.dataset(tok)
     for i, r in enumerate(task.records):
         assert span_text(ds, i, "IO") == r["correct"].strip()
         assert span_text(ds, i, "S1") == r["incorrect"].strip()
         assert span_text(ds, i, "to") == "to"
+        # answers follow a space in running text: the BPE's " Name" token
+        assert ds.examples[i].correct == " " + r["correct"]
+        assert ds.examples[i].incorrect_id in ds.examples[i].clean_ids  # " S2" occurs in the prompt
         # the spans hold every token, in order, and each piece of text stays in its span
         assert tok.decode(ds.examples[i].clean_ids) == r["clean"]
 

@@ -40,6 +40,9 @@ class Task:
     metric: object = "logit_diff"
     description: str = ""
     meta: dict = field(default_factory=dict)
+    #: the answer follows a space in running text ("... gave a drink to Mary"), so BPE
+    #: tokenizers that fold the space into the word get " Mary"
+    answer_space: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -55,20 +58,23 @@ class Task:
 
     def split(self, n: int) -> tuple[Task, Task]:
         """The first ``n`` records and the rest, as two tasks."""
-        a = Task(self.name, self.schema, self.records[:n], self.metric, self.description, self.meta)
-        b = Task(self.name, self.schema, self.records[n:], self.metric, self.description, self.meta)
-        return a, b
+        from dataclasses import replace
+
+        return replace(self, records=self.records[:n]), replace(self, records=self.records[n:])
 
     def metric_for(self, model):
         """The metric to attribute with (a name, or a callable built for the model's tokenizer)."""
         return self.metric(model.tokenizer) if callable(self.metric) else self.metric
 
     def token_records(self, tokenizer) -> list[dict]:
-        """Records with token spans for ``tokenizer``."""
+        """Records with token spans for ``tokenizer``; with `answer_space`, answers take a
+        leading space where the tokenizer makes one token of it (GPT-2 style BPE: " Mary")."""
         out = []
         for i, r in enumerate(self.records):
             rec = {k: v for k, v in r.items() if k != "char_spans"}
             rec["spans"] = token_spans(tokenizer, r["clean"], r["char_spans"], i)
+            for f in ("correct", "incorrect"):
+                rec[f] = answer_form(tokenizer, r[f], self.answer_space)
             out.append(rec)
         return out
 
@@ -83,6 +89,15 @@ class Task:
             for r in self.records:
                 f.write(json.dumps(r) + "\n")
         return path
+
+
+def answer_form(tokenizer, answer: str, spaced: bool) -> str:
+    """``" " + answer`` when ``spaced`` and that is one token, else ``answer`` (the dataset then
+    says what is wrong if it is not one token either)."""
+    if spaced and not answer.startswith(" "):
+        if len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) == 1:
+            return " " + answer
+    return answer
 
 
 def token_spans(tokenizer, text: str, spans: dict, example: int | None = None) -> dict:

@@ -79,4 +79,4 @@ def ioi(n: int = 200, order: str = "ABBA", seed: int = 0, names=NAMES, prefixes=
         records.append({"clean": clean, "corrupted": corrupted, "correct": io, "incorrect": s,
                         "char_spans": spans, "template": "ABBA" if abba else "BABA"})
     return Task(f"ioi-{order.lower()}" if order != "ABBA" else "ioi", Schema(schema), records,
-                description=__doc__.split("\n\n")[0])
+                description=__doc__.split("\n\n")[0], answer_space=True)
