@@ -92,10 +92,11 @@ class Task:
 
 
 def answer_form(tokenizer, answer: str, spaced: bool) -> str:
-    """``" " + answer`` when ``spaced`` and that is one token, else ``answer`` (the dataset then
-    says what is wrong if it is not one token either)."""
+    """``" " + answer`` when ``spaced`` and that is one token other than ``answer``'s own, else
+    ``answer`` (the dataset then says what is wrong if it is not one token either)."""
     if spaced and not answer.startswith(" "):
-        if len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) == 1:
+        spaced_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        if len(spaced_ids) == 1 and spaced_ids != tokenizer(answer, add_special_tokens=False)["input_ids"]:
             return " " + answer
     return answer
 
