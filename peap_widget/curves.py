@@ -54,12 +54,18 @@ class FaithfulnessCurve:
         y = rows[measure].to_numpy()
         return _trapezoid(np.abs(1 - y) if distance_from_one else y, rows["fraction"])
 
-    def edges_needed(self, level: float = 0.8, result: str | None = None,
-                     measure: str = "faithfulness") -> int | None:
-        """The smallest evaluated circuit (in edges) whose ``measure`` reaches ``level``."""
+    def point(self, level: float = 0.8, result: str | None = None, measure: str = "faithfulness"):
+        """The table row of the smallest evaluated circuit whose ``measure`` reaches ``level``
+        (None if none does); ``row.requested`` rebuilds it with `AttributionResult.circuit`."""
         rows = self._rows(result)
         hit = rows[rows[measure] >= level]
-        return None if hit.empty else int(hit["n_edges"].min())
+        return None if hit.empty else hit.sort_values(["n_edges", "requested"]).iloc[0]
+
+    def edges_needed(self, level: float = 0.8, result: str | None = None,
+                     measure: str = "faithfulness") -> int | None:
+        """Edges of the smallest evaluated circuit whose ``measure`` reaches ``level``."""
+        row = self.point(level, result, measure)
+        return None if row is None else int(row["n_edges"])
 
     def plot(self, measures: Sequence[str] | str = ("faithfulness",), x: str = "fraction",
              logx: bool = True, ax=None):

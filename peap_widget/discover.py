@@ -1,0 +1,131 @@
+"""The main job: attribute, search circuits, measure faithfulness, and write everything to a
+folder (edge tables, circuits, curves, an offline HTML report).
+
+    >>> summary = run_discovery(model, task, out="ioi_run", methods=("peap", "eap"))  # doctest: +SKIP
+
+Files in ``out``: ``edges_<method>.csv`` (or ``.parquet``), ``result_<method>.json.gz``
+(reload with `AttributionResult.load`), ``circuit_<method>.json``, ``faithfulness.csv``,
+``faithfulness.png``, ``report.html`` and ``summary.json``. They are written to a temporary folder
+beside ``out`` and moved in only when everything succeeded, so a failed run leaves ``out`` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .attribution import attribute
+from .curves import MIB_FRACTIONS, faithfulness_curve, mib_scores
+from .errors import PeapError
+from .evaluate import Evaluator
+from .report import write_report
+
+#: the demo's and CLI's default sizes: MIB's fractions plus a few in between
+DEFAULT_SIZES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3,
+                 0.5, 1.0)
+
+
+def parse_sizes(text: str) -> list:
+    """``"0.01,0.1,1"`` or ``"10,100,1000"`` -> sizes; a clear error for anything else."""
+    out = []
+    for item in str(text).split(","):
+        item = item.strip()
+        try:
+            v = int(item) if item.isdigit() else float(item)
+        except ValueError:
+            raise PeapError(f"bad size {item!r}: sizes are edge counts (integers) or fractions in "
+                            "(0, 1], comma-separated") from None
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise PeapError(f"bad size {item!r}: a fraction must lie in (0, 1]")
+        out.append(v)
+    if not out:
+        raise PeapError("no sizes given")
+    return out
+
+
+def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterfactual",
+                  sizes=DEFAULT_SIZES, n_discovery: int | None = None, n_edges: int | None = None,
+                  table_format: str = "csv", batch_size: int | None = 64, progress: bool = True,
+                  title: str | None = None) -> dict:
+    """Run the whole job on a `peap_widget.tasks.Task` (split into discovery and evaluation
+    halves, or the first ``n_discovery`` records for discovery) and write the files to ``out``.
+
+    The written circuit has ``n_edges`` edges, or by default is the smallest curve point whose
+    normalized faithfulness reaches 0.8. Returns the summary (also in ``summary.json``)."""
+    if table_format not in ("csv", "parquet"):
+        raise PeapError(f"table format must be csv or parquet, got {table_format!r}")
+    if table_format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise PeapError("--format parquet needs pyarrow (pip install pyarrow); or use csv") from None
+    if len(task) < 2:
+        raise PeapError(f"the task has {len(task)} records; discovery and evaluation need at least 2")
+    out = Path(out)
+    t0 = time.perf_counter()
+    n_disc = n_discovery or len(task) // 2
+    disc_task, eval_task = task.split(n_disc)
+    if len(eval_task) == 0:
+        eval_task = disc_task
+    disc, evald = disc_task.dataset(model), eval_task.dataset(model)
+    metric = task.metric_for(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        results, circuits, evals = {}, {}, {}
+        for method in methods:
+            results[method.upper()] = attribute(model, disc, method=method, ablation=ablation,
+                                                metric=metric, batch_size=batch_size, progress=progress)
+        evaluator = Evaluator(model, evald, ablation, metric, batch_size)
+        curve = faithfulness_curve(model, evald, results, sizes=sizes, evaluator=evaluator,
+                                   progress=progress)
+        summary = {"model": model.name, "task": task.name, "ablation": ablation,
+                   "discovery_examples": len(disc), "evaluation_examples": len(evald),
+                   "clean_metric": float(evaluator.clean_per_example.mean()),
+                   "ablated_metric": float(evaluator.empty_per_example.mean())}
+        if not callable(metric) and metric == "logit_diff":
+            summary["clean_accuracy"] = float((evaluator.clean_per_example > 0).mean())
+        for label, res in results.items():
+            m = label.lower()
+            table_path = tmp / f"edges_{m}.{table_format}"
+            if table_format == "csv":
+                res.edges.to_csv(table_path, index=False)
+            else:
+                res.edges.to_parquet(table_path, index=False)
+            res.save(tmp / f"result_{m}.json.gz")
+            if n_edges is None:
+                point = curve.point(0.8, label)
+                size = (int(point["requested"]) if point is not None
+                        else int(curve.table[curve.table.result == label].requested.max()))
+            else:
+                size = n_edges
+            circ = res.circuit(n_edges=size)
+            circ.name = f"{label} greedy, {circ.n_edges} edges"
+            circ.save(tmp / f"circuit_{m}.json")
+            circuits[circ.name] = circ
+            evals[label] = evaluator.run(circ)
+            scores = mib_scores(model, evald, res, evaluator=evaluator)
+            for level in (0.8, 0.95):
+                point = curve.point(level, label)
+                summary[f"{m}_edges_for_{level}"] = None if point is None else int(point["n_edges"])
+                summary[f"{m}_real_edges_for_{level}"] = (None if point is None
+                                                          else float(point["n_real_edges"]))
+            summary[f"{m}_cpr"], summary[f"{m}_cmd"] = scores["cpr"], scores["cmd"]
+            summary[f"{m}_circuit_edges"] = circ.n_edges
+            summary[f"{m}_circuit_faithfulness"] = evals[label].faithfulness
+        curve.table.to_csv(tmp / "faithfulness.csv", index=False)
+        curve.plot(["faithfulness", "soft"]).savefig(tmp / "faithfulness.png", dpi=110)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        write_report(tmp / "report.html", title or f"peap_widget: {task.name} on {model.name}",
+                     summary, circuits, curve, results)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""The main job end to end through the real command line: files, report, errors, atomicity."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import peap_widget as pw
+from peap_widget.cli import main
+from peap_widget.tokenizer import pieces, word_level_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A random GPT-2 over the IOI / greater-than vocabulary, saved like any HF model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    words = []
+    for task in (pw.tasks.get("ioi", n=300, order="both"), pw.tasks.get("greater-than", n=100)):
+        words += [p for tx in task.texts() for p in pieces(tx)]
+    tok = word_level_tokenizer(words + pw.tasks.ioi.__globals__["NAMES"] +
+                               [f"{y:02d}" for y in range(100)], text_mode=True)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2,
+                                    n_head=4)).eval()
+    d = tmp_path_factory.mktemp("rand_ioi_model")
+    hf.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def test_discover_writes_every_file(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = run("discover", "--model", model_dir, "--task", "ioi", "--n", 8, "--method", "both",
+             "--sizes", "0.01,0.1,0.5,1", "--out", out, "--quiet")
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["circuit_eap.json", "circuit_peap.json", "edges_eap.csv", "edges_peap.csv",
+                            "faithfulness.csv", "faithfulness.png", "report.html", "result_eap.json.gz",
+                            "result_peap.json.gz", "summary.json"])
+    edges = pd.read_csv(out / "edges_peap.csv")
+    assert list(edges.columns) == ["kind", "src", "dst", "src_span", "dst_span", "score"]
+    res = pw.AttributionResult.load(out / "result_peap.json.gz")
+    assert len(res.edges) == len(edges) and res.settings["n_examples"] == 8
+    circ = pw.Circuit.load(out / "circuit_peap.json")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["peap_circuit_edges"] == circ.n_edges and summary["evaluation_examples"] == 8
+    curve = pd.read_csv(out / "faithfulness.csv")
+    assert set(curve.result) == {"PEAP", "EAP"} and len(curve) == 8
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "data:image/png;base64," in page
+    # offline: no external resources
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert (out / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".run.partial-*"))
+    text = capsys.readouterr().out
+    assert "PEAP" in text and "EAP" in text and "report.html" in text
+
+
+def test_discover_greater_than_with_mean_ablation(model_dir, tmp_path):
+    out = tmp_path / "gt"
+    assert run("discover", "--model", model_dir, "--task", "greater-than", "--n", 6,
+               "--ablation", "mean", "--sizes", "0.1,1", "--edges", 20, "--out", out, "--quiet") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "greater-than" and summary["ablation"] == "mean"
+    assert "clean_accuracy" not in summary  # the task's own metric is a probability difference
+    assert pw.AttributionResult.load(out / "result_peap.json.gz").settings["metric"] == "year_prob_diff"
+
+
+def test_discover_on_a_users_file(model_dir, tmp_path):
+    task = pw.tasks.get("ioi", n=8, seed=5)
+    path = task.to_jsonl(tmp_path / "mine.jsonl")
+    out = tmp_path / "mine"
+    assert run("discover", "--model", model_dir, "--task", path, "--sizes", "0.5,1", "--out", out,
+               "--quiet") == 0
+    assert json.loads((out / "summary.json").read_text())["discovery_examples"] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "no-such-model-anywhere", "--task", "ioi"], "cannot load model 'no-such-model-anywhere'"),
+    (["--task", "iou"], "unknown task 'iou'"),
+    (["--task", "ioi", "--sizes", "0.1,abc"], "bad size 'abc'"),
+    (["--task", "ioi", "--sizes", "1.5"], "a fraction must lie in"),
+])
+def test_discover_errors_are_clear_and_leave_nothing(model_dir, tmp_path, capsys, args, message):
+    if "--model" not in args:
+        args = ["--model", str(model_dir)] + args
+    out = tmp_path / "out"
+    assert run("discover", *args, "--n", 4, "--out", out, "--quiet") == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_csv_missing_a_column(model_dir, tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("prompt,correct,incorrect\nhello,a,b\n")
+    assert run("discover", "--model", model_dir, "--task", tmp_path / "bad.csv", "--out",
+               tmp_path / "o", "--quiet") == 2
+    assert "lacks the column(s) ['length']" in capsys.readouterr().err
+
+
+def test_failed_run_keeps_the_existing_folder(model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "mine.txt").write_text("precious")
+    import peap_widget.discover as disc
+
+    def boom(*a, **k):
+        raise pw.PeapError("simulated failure while writing the report")
+
+    monkeypatch.setattr(disc, "write_report", boom)
+    assert run("discover", "--model", model_dir, "--task", "ioi", "--n", 4, "--sizes", "1",
+               "--out", out, "--quiet") == 2
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+def test_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "peap_widget", "tasks"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split() == ["greater-than", "ioi"]
+    r = subprocess.run([sys.executable, "-m", "peap_widget", "models"], capture_output=True, text=True)
+    assert "toy-ioi" in r.stdout
