@@ -22,12 +22,16 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import DatasetError, SchemaError
 from .schema import Ranges, Schema, ranges_from_starts
 
 FORMAT = "peap_widget.dataset"
 RECORD_FIELDS = ("clean", "corrupted", "correct", "incorrect", "spans")
+if TYPE_CHECKING:
+    import torch
+
 CSV_FIELDS = ("prompt", "corrupted", "correct", "incorrect", "length")
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .attribution import attribute
-from .curves import MIB_FRACTIONS, faithfulness_curve, mib_scores
+from .curves import faithfulness_curve, mib_scores
 from .errors import PeapError
 from .evaluate import Evaluator
 from .report import write_report

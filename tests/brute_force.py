@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+
 
 KINDS = ("q", "k", "v")
 

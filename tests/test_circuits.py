@@ -187,7 +187,6 @@ def test_circuit_from_rows(setup):
 def test_sizes_in_real_edges(setup):
     _, ds, peap, eap = setup
     c = peap.circuit(n_edges=80)
-    order = {s: i for i, s in enumerate(ds.schema.spans)}
     total = 0.0
     for ex in ds.examples:  # independent count per example
         L = {name: e - s for name, (s, e) in zip(ds.schema.spans, ex.spans)}

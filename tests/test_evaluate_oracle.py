@@ -12,7 +12,6 @@ discriminative (deliberately broken references disagree by a lot); the rest comp
 from __future__ import annotations
 
 import functools
-import math
 import os
 import random
 import sys

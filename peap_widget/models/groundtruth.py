@@ -50,7 +50,7 @@ Weights (GPT-2 ``Conv1D`` convention ``y = x W``; head size 64; all biases 0)
   e_DECOY[i] - e_BAL`` (a bag of the tokens so far).
 - ``a1.h0``, induction head: ``W_Q: e_TOK[i] -> a u_i``, ``W_K: e_PREV[i] -> a u_i`` with
   ``a^2 / 8 = 4``: the query at the last ``A`` scores 4 on the key whose previous token is ``A``
-  (the ``B`` position) and 0 on the others; the weight on ``B`` is 0.78-0.97 depending on length.
+  (the ``B`` position) and 0 on the others; the weight on ``B`` is 0.83-0.98 depending on length.
   It is deliberately *not* saturated, so that gradients through its attention are informative for
   first-order attribution. Position 0 would match too when ``pre`` is empty (``a0.h0`` there
   attends to itself and writes its own token), so an extra query/key dimension scores -30 on key
@@ -59,8 +59,8 @@ Weights (GPT-2 ``Conv1D`` convention ``y = x W``; head size 64; all biases 0)
 - ``a1.h1``, decoy: q = k = 0, ``W_V: e_DECOY[i] -> u_i``, ``W_O: u_i -> e_DECOY[i] - e_BAL``.
 - MLPs: ``c_fc``, ``c_proj`` weights and biases 0, so ``m0``, ``m1`` output exactly 0.
 - ``lm_head`` (untied): ``logit[i] = 10 * OUT[i]``. Clean logit difference = 10 x (attention on B),
-  about 8-9.7; counterfactual: its negative. Accuracy is 100% (B gets >= 0.78 of the attention,
-  any other token at most 0.22).
+  8.3-9.8; counterfactual: its negative. Accuracy is 100% (B gets >= 0.83 of the attention, any
+  other token at most 0.17).
 
 The circuit (`TRUE_EDGES`)
 --------------------------
