@@ -15,10 +15,15 @@ toy-ioi
     objects; target: the IO name. The 60 names are split into 48 training names and 12 held-out
     names (a fixed split, independent of ``--seed``) and 20% of the 2048 templates (prefix x
     shape x place x object, both orders) are held out; training prompts use only training names
-    and training templates. The name rows of the (tied) embedding / unembedding are fixed random
-    vectors that are never trained (their gradient is zeroed and they are restored after every
-    optimizer step), so the copying mechanism the model learns cannot depend on anything
-    learned about particular names and works for names it has never seen.
+    and training templates. The name rows of the (tied) embedding / unembedding are never
+    trained: their gradient is zeroed, and before every step they are redrawn as fresh random
+    Gaussian vectors; the shipped model has one fixed draw (``name_vectors="resample"``). The
+    model thus cannot learn anything about particular names or name directions and has to copy
+    whatever name vector is in the prompt, so it works on names it has never seen. (With one
+    draw kept fixed through training, ``name_vectors="fixed"``, a trial model with
+    ``name_norm=1`` learned directions specific to the 48 training vectors: 100% on training
+    names but 86% IO > S and 5% IO argmax on held-out names.) Name vectors of norm 5 (rather
+    than 1 or 3) make the model leave its loss plateau after about 2000 steps, not 5000+.
 
 toy-greater-than
     Greater-than prompts ("The war lasted from the year 1732 to the year 17"); target: the
@@ -29,7 +34,8 @@ toy-greater-than
 Determinism: every random choice comes from ``--seed`` (model init, data, batch order) or from
 fixed constants (the held-out splits, the evaluation seeds); ``torch.use_deterministic_algorithms``
 is on and the thread count is fixed (``--threads``, default 2), so a rerun on the same machine
-gives the same weights.
+gives the same weights (checked: bit-identical safetensors). Subnormal floats are flushed to zero
+(``torch.set_flush_denormal``): without it some CPU steps early in training are 20x slower.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import platform
 import random
 import re
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -56,12 +63,14 @@ N_HELDOUT_NAMES = 12
 HELDOUT_FRACTION = 5  # one template / (century, year) pair in 5 is held out
 
 SPECS = {
-    "toy-ioi": dict(task="ioi", n_layer=4, n_head=4, n_embd=128, n_positions=64, steps=3000,
-                    batch_size=64, lr=1e-3, warmup=200, weight_decay=0.01, pool=120_000,
-                    name_norm=1.0, n_eval=1000),
-    "toy-greater-than": dict(task="greater-than", n_layer=2, n_head=4, n_embd=128, n_positions=64,
-                             steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=0.01,
-                             pool=60_000, n_eval=1000),
+    # name_norm: the norm of the random name vectors (about); name_vectors: "resample" (a fresh
+    # draw every step) or "fixed" (one draw throughout)
+    "toy-ioi": {"task": "ioi", "n_layer": 4, "n_head": 4, "n_embd": 64, "n_positions": 64,
+                "steps": 6000, "batch_size": 64, "lr": 1e-3, "warmup": 200, "weight_decay": 0.01,
+                "pool": 120_000, "name_norm": 5.0, "name_vectors": "resample", "n_eval": 1000},
+    "toy-greater-than": {"task": "greater-than", "n_layer": 2, "n_head": 4, "n_embd": 128,
+                         "n_positions": 64, "steps": 2000, "batch_size": 64, "lr": 1e-3,
+                         "warmup": 100, "weight_decay": 0.01, "pool": 60_000, "n_eval": 1000},
 }
 
 
@@ -81,12 +90,14 @@ def ioi_name_split(names=None) -> tuple[list[str], list[str]]:
 
 
 def ioi_template(text: str, names) -> str:
-    """The template of an IOI prompt: its words with every name replaced by ``N`` (the same
+    """The template of an IOI prompt: the prompt with every name replaced by ``N`` (the same
     string for both orders, so a held-out template is unseen in either order)."""
-    from peap_widget.tokenizer import pieces
+    return _names_re(tuple(names)).sub("N", text)
 
-    names = set(names)
-    return " ".join("N" if p in names else p for p in pieces(text))
+
+@lru_cache(maxsize=8)
+def _names_re(names: tuple[str, ...]):
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\b")
 
 
 def ioi_template_heldout(text: str, names) -> bool:
@@ -153,11 +164,11 @@ def ioi_records(n: int, seed: int, names, templates: str) -> list[dict]:
 
     out, s = [], seed
     while len(out) < n:
-        recs = pw.tasks.get("ioi", n=max(4 * n, 1000), order="both", seed=s, names=names).records
+        recs = pw.tasks.get("ioi", n=5000, order="both", seed=s, names=names).records
         for r in recs:
             if templates == "all" or ioi_template_heldout(r["clean"], NAMES) == (templates == "heldout"):
                 out.append(r)
-        s += 7919  # another seed if the first draw kept too few
+        s += 7919  # the next chunk
     return out[:n]
 
 
@@ -167,11 +178,11 @@ def gt_records(n: int, seed: int, pairs: str) -> list[dict]:
 
     out, s = [], seed
     while len(out) < n:
-        for r in pw.tasks.get("greater-than", n=max(6 * n, 1000), seed=s).records:
+        for r in pw.tasks.get("greater-than", n=5000, seed=s).records:
             _, xx, yy = gt_parse(r["clean"])
             if pairs == "all" or gt_pair_heldout(xx, yy) == (pairs == "heldout"):
                 out.append(r)
-        s += 7919
+        s += 7919  # the next chunk
     return out[:n]
 
 
@@ -215,8 +226,10 @@ def build_model(tok, spec, seed):
 
 
 def answer_logits(model, ids, lengths):
-    """Logits at each prompt's last token: [N, vocab] (right padding needs no mask: causal)."""
-    h = model.transformer(input_ids=ids).last_hidden_state
+    """Logits at each prompt's last token: [N, vocab] (right padding: the mask changes nothing
+    for real tokens under causal attention, but keeps transformers from warning)."""
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    h = model.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
     return model.lm_head(h[torch.arange(len(ids)), lengths - 1])
 
 
@@ -226,18 +239,20 @@ def last_logits(model, tok, texts: list[str], batch: int = 500) -> torch.Tensor:
     out = []
     for i in range(0, len(texts), batch):
         ids, lengths = encode(tok, texts[i:i + batch])
-        logits = model(input_ids=ids).logits
+        mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+        logits = model(input_ids=ids, attention_mask=mask).logits
         out.append(logits[torch.arange(len(ids)), lengths - 1].float())
     return torch.cat(out)
 
 
 def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads: int = 2,
-          log_every: int = 100) -> dict:
-    spec = dict(SPECS[name])
+          log_every: int = 100, overrides: dict | None = None) -> dict:
+    spec = {**SPECS[name], **(overrides or {})}
     if steps is not None:
         spec["steps"] = steps
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    torch.set_flush_denormal(True)  # subnormal floats early in training make CPU steps 20x slower
     task = spec["task"]
     tok = build_tokenizer(task)
     t0 = time.time()
@@ -248,13 +263,16 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
 
     frozen = None
     if task == "ioi":
-        # The name rows are fixed random vectors, never trained: all names look alike to the model.
+        # The name rows are random vectors, never trained: all names look alike to the model.
+        # Per-dimension std name_norm / sqrt(d), so each vector has a norm of about name_norm;
+        # ``fixed`` is the draw that ships (and the only one used with name_vectors="fixed").
         from peap_widget.tasks.ioi import NAMES
 
         frozen = torch.tensor(to_ids(tok, NAMES))
-        gen = torch.Generator().manual_seed(seed * 1000 + 3)
-        # per-dimension std name_norm / sqrt(d): each vector has norm about name_norm
-        fixed = torch.randn(len(frozen), spec["n_embd"], generator=gen) * (spec["name_norm"] / math.sqrt(spec["n_embd"]))
+        name_std = spec["name_norm"] / math.sqrt(spec["n_embd"])
+        fixed = torch.randn(len(frozen), spec["n_embd"],
+                            generator=torch.Generator().manual_seed(seed * 1000 + 3)) * name_std
+        gen = torch.Generator().manual_seed(seed * 1000 + 5)
         with torch.no_grad():
             wte[frozen] = fixed
         mask = torch.ones(len(tok), 1)
@@ -279,6 +297,9 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
     t1 = time.time()
     for step in range(spec["steps"]):
         idx = torch.randint(len(ids), (spec["batch_size"],), generator=order_gen)
+        if frozen is not None and spec["name_vectors"] == "resample":
+            with torch.no_grad():
+                wte[frozen] = torch.randn(fixed.shape, generator=gen) * name_std
         L = lengths[idx]
         x = ids[idx, :int(L.max())]
         logits = answer_logits(model, x, L)
@@ -291,7 +312,7 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if frozen is not None:
+        if frozen is not None and spec["name_vectors"] == "fixed":
             with torch.no_grad():
                 wte[frozen] = fixed
         losses.append(loss.item())
@@ -303,6 +324,8 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
     train_s = time.time() - t1
     model.eval()
     if frozen is not None:
+        with torch.no_grad():
+            wte[frozen] = fixed
         assert torch.equal(wte[frozen].detach(), fixed)
 
     t2 = time.time()
@@ -312,11 +335,13 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    _portable_tokenizer_config(out)
     final = losses[-min(100, len(losses)):]
     log = {
         "model": name, "task": task, "seed": seed, "steps": spec["steps"],
         "batch_size": spec["batch_size"], "threads": threads,
-        "command": f"python -m peap_widget.models.train {name} --steps {spec['steps']} --seed {seed}",
+        "command": f"python -m peap_widget.models.train {name} --steps {spec['steps']} --seed {seed}"
+                   + "".join(f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items()),
         "hyperparameters": spec,
         "config": {k: getattr(model.config, k) for k in
                    ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
@@ -331,16 +356,32 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
         "versions": {"torch": torch.__version__, "transformers": _version("transformers"),
                      "tokenizers": _version("tokenizers"), "python": platform.python_version()},
     }
+    if task == "greater-than":  # the lowest loss possible: the entropy of the target
+        log["target_entropy"] = round(float(-(target * target.clamp_min(1e-30).log()).sum(-1).mean()), 5)
     if task == "ioi":
         train_names, held = ioi_name_split()
         log["train_names"], log["heldout_names"] = train_names, held
-        log["frozen_name_rows"] = {"ids": frozen.tolist(), "std_per_dim": round(spec["name_norm"] / math.sqrt(spec["n_embd"]), 5)}
+        log["frozen_name_rows"] = {"ids": frozen.tolist(), "std_per_dim": round(name_std, 5),
+                                   "during_training": spec["name_vectors"]}
     (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
     (out / "README.md").write_text(readme(log))
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"saved {out} ({size / 1e6:.2f} MB) in {log['wall_time_s']['total']:.0f}s")
     print(json.dumps(figures, indent=1))
     return log
+
+
+def _portable_tokenizer_config(out: Path) -> None:
+    """Name the tokenizer class ``PreTrainedTokenizerFast`` (what transformers 4 knows; 5 maps
+    it to its own class) and its inputs ``input_ids, attention_mask`` (no ``token_type_ids``, which
+    GPT-2 would add to its embeddings)."""
+    path = out / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg.update(tokenizer_class="PreTrainedTokenizerFast", model_input_names=["input_ids", "attention_mask"],
+               padding_side="right")
+    for key in ("is_local", "local_files_only"):
+        cfg.pop(key, None)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def _version(mod):
@@ -376,7 +417,7 @@ def ioi_metrics(model, tok, recs) -> dict:
     # counterfactual (ABC) prompts: no name repeats, so the clean answer should lose its edge
     cf = last_logits(model, tok, [r["corrupted"] for r in recs])
     cf_diff = cf[ar, io] - cf[ar, s]
-    first_two = [set(pieces_of(r["corrupted"], NAMES)[:2]) for r in recs]
+    first_two = [set(_names_re(tuple(NAMES)).findall(r["corrupted"])[:2]) for r in recs]
     top_cf = [tok.convert_ids_to_tokens(int(t)) for t in name_ids[cf[:, name_ids].argmax(-1)]]
     m["counterfactual"] = {
         "mean_logit_diff_clean_answers": round(cf_diff.mean().item(), 4),
@@ -384,13 +425,6 @@ def ioi_metrics(model, tok, recs) -> dict:
         "frac_top_name_is_N1_or_N2": round(sum(t in f for t, f in zip(top_cf, first_two)) / len(recs), 4),
     }
     return m
-
-
-def pieces_of(text, names):
-    from peap_widget.tokenizer import pieces
-
-    names = set(names)
-    return [p for p in pieces(text) if p in names]
 
 
 def evaluate_ioi(model, tok, n) -> dict:
@@ -451,11 +485,17 @@ def readme(log: dict) -> str:
     common = (f"Trained with `{log['command']}` ({log['steps']} steps of {log['batch_size']} prompts, "
               f"AdamW lr {h['lr']} with warmup and cosine decay, {log['threads']} CPU threads, "
               f"{log['wall_time_s']['total']:.0f} s in all); final train loss "
-              f"{log['final_train_loss']:.4f}. Loss: cross-entropy at the last position only. "
+              f"{log['final_train_loss']:.4f}"
+              + (f" (the target's entropy, the lowest possible, is {log['target_entropy']:.4f})"
+                 if "target_entropy" in log else "")
+              + ". Loss: cross-entropy at the last position only. "
               "`training_log.json` has the full configuration, loss curve and figures.\n")
     tokenizer = ("Tokenizer: `peap_widget.tokenizer.word_level_tokenizer(..., text_mode=True)`: words, "
                  "punctuation and two-digit groups are tokens; no special tokens are added.\n")
     if log["task"] == "ioi":
+        resample = ("they are redrawn before every training step (the model ships with one fixed draw)."
+                    if log["frozen_name_rows"]["during_training"] == "resample" else
+                    "they are restored after every step (one draw throughout).")
         rows = "\n".join(
             f"| {k} | {v['n']} | {v['accuracy']:.3f} | {v['accuracy_argmax_names']:.3f} | "
             f"{v['mean_logit_diff']:.2f} | {v['counterfactual']['mean_logit_diff_clean_answers']:.2f} |"
@@ -465,19 +505,18 @@ def readme(log: dict) -> str:
 A toy model for indirect object identification, made by `peap_widget/models/train.py`.
 {arch}.
 
-Trained on `pw.tasks.get("ioi", order="both", names=TRAIN_NAMES)` prompts (ABBA and BABA,
-all the generator's prefixes, sentence shapes, places and objects) to predict the IO name at
-the last position ("to").
+Trained on `pw.tasks.get("ioi", order="both", names=train_names)` prompts (ABBA and BABA,
+all the generator's prefixes, sentence shapes, places and objects; `train_names` and
+`heldout_names` are in `training_log.json`) to predict the IO name at the last position ("to").
 
 Held out from training:
 - names: {', '.join(log['heldout_names'])} ({len(log['heldout_names'])} of 60; a fixed split);
 - one template in five (prefix x shape x place x object, with either order), chosen by a hash.
 
-The embedding rows of all 60 names (ids {min(log['frozen_name_rows']['ids'])}-{max(log['frozen_name_rows']['ids'])}, tied with the unembedding) are fixed
-random Gaussian vectors (std {log['frozen_name_rows']['std_per_dim']:.4f} per dimension) that are never trained:
-their gradient is zeroed and they are restored after each step. Nothing the model learns can be
-specific to a name, so it has to copy whatever name vector is in the prompt, and it works on
-names it has never seen.
+The embedding rows of all 60 names (ids {min(log['frozen_name_rows']['ids'])}-{max(log['frozen_name_rows']['ids'])}, tied with the unembedding) are random
+Gaussian vectors (std {log['frozen_name_rows']['std_per_dim']:.4f} per dimension) that are never trained: their gradient
+is zeroed and {resample} Nothing the model learns can be specific to a name, so it has to copy
+whatever name vector is in the prompt, and it works on names it has never seen.
 
 {common}
 {tokenizer}
@@ -524,12 +563,23 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, help="training steps (default: the model's own)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a hyperparameter of SPECS (for experiments), e.g. --set lr=2e-3")
     args = ap.parse_args(argv)
     if args.out and len(args.names) > 1:
         ap.error("--out takes one model name")
     for name in args.names:
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if key not in SPECS[name]:
+                ap.error(f"unknown hyperparameter {key!r} of {name}: {sorted(SPECS[name])}")
+            try:
+                overrides[key] = json.loads(value)
+            except json.JSONDecodeError:
+                overrides[key] = value
         train(name, Path(args.out) if args.out else HERE / name, steps=args.steps, seed=args.seed,
-              threads=args.threads)
+              threads=args.threads, overrides=overrides)
 
 
 if __name__ == "__main__":
