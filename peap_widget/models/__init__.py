@@ -48,9 +48,12 @@ def load(name: str, device=None, dtype=None):
 
     kind, what = _entry(name)
     if kind == "dir":
-        return load_model(str(path(name)), device=device, dtype=dtype)
-    module, func = what.split(":")
-    return getattr(import_module(module), func)(device=device, dtype=dtype)
+        model = load_model(str(path(name)), device=device, dtype=dtype)
+    else:
+        module, func = what.split(":")
+        model = getattr(import_module(module), func)(device=device, dtype=dtype)
+    model.name = name
+    return model
 
 
 def _entry(name: str):
