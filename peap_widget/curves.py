@@ -96,6 +96,18 @@ class FaithfulnessCurve:
             a.legend()
         return fig
 
+    def overview(self):
+        """A two-panel Figure: normalized faithfulness against the fraction of each graph's
+        edges (MIB's axis) and against real per-example edges (the PEAP paper's count, which
+        compares positional and position-free circuits fairly)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(11, 3.8), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        self.plot("faithfulness", x="fraction", ax=left)
+        self.plot("faithfulness", x="n_real_edges", ax=right)
+        return fig
+
     def _repr_html_(self):
         return self.table.to_html(index=False, float_format=lambda v: f"{v:.4g}")
 

@@ -118,7 +118,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
             summary[f"{m}_circuit_edges"] = circ.n_edges
             summary[f"{m}_circuit_faithfulness"] = evals[label].faithfulness
         curve.table.to_csv(tmp / "faithfulness.csv", index=False)
-        curve.plot(["faithfulness", "soft"]).savefig(tmp / "faithfulness.png", dpi=110)
+        curve.overview().savefig(tmp / "faithfulness.png", dpi=110)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_report(tmp / "report.html", title or f"peap_widget: {task.name} on {model.name}",
                      summary, circuits, curve, results)

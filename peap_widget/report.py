@@ -105,7 +105,7 @@ def write_report(path: str | Path, title: str, summary: dict, circuits: dict, cu
     if curve is not None:
         body.append("<h2>Faithfulness against circuit size</h2>")
         body.append(f"<img alt='faithfulness curves' src='data:image/png;base64,"
-                    f"{_png(curve.plot(['faithfulness', 'soft']))}'/>")
+                    f"{_png(curve.overview())}'/>")
         body.append(curve.table.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
     for label, circ in circuits.items():
         body.append(f"<h2>Circuit: {html.escape(label)}</h2><p>{html.escape(repr(circ))}. Solid: "
