@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import PeapError
 from .graph import QKV, EdgeSpace, Graph, GraphConfig
+from .jsonio import dump_json
 
 FORMAT = "peap_widget.circuit"
 SEARCH_METHODS = ("greedy", "topn", "threshold")
@@ -306,10 +307,7 @@ class Circuit:
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict())
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_dict(), path)
 
     save = to_json
 
@@ -390,10 +388,7 @@ class Circuit:
                 "nodes": nodes, "edges": edges}
 
     def to_mib_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_mib())
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_mib(), path)
 
     @classmethod
     def from_mib(cls, d, merge_qkv: bool = True) -> Circuit:

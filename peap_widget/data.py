@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DatasetError, SchemaError
+from .jsonio import dump_json
 from .schema import Ranges, Schema, ranges_from_starts
 
 FORMAT = "peap_widget.dataset"
@@ -214,10 +215,7 @@ class Dataset:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The schema and every record (spans as end-exclusive token ranges) as JSON."""
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_dict(), path, indent=1)
 
     @classmethod
     def from_dict(cls, d: Mapping, model) -> Dataset:

@@ -5,6 +5,13 @@ class PeapError(ValueError):
     """Base class of peap_widget's input errors."""
 
 
+def _where(example, label, name) -> str:
+    """``"example 3, span 'S2': "``-style prefix naming where a problem is."""
+    parts = ([] if example is None else [f"example {example}"]) + \
+            ([] if name is None else [f"{label} {name!r}"])
+    return (", ".join(parts) + ": ") if parts else ""
+
+
 class SchemaError(PeapError):
     """A span annotation breaks a rule of the schema (DESIGN.md section 7).
 
@@ -14,13 +21,7 @@ class SchemaError(PeapError):
 
     def __init__(self, message: str, *, example: int | None = None, span: str | None = None,
                  rule: str = "schema"):
-        where = []
-        if example is not None:
-            where.append(f"example {example}")
-        if span is not None:
-            where.append(f"span {span!r}")
-        prefix = (", ".join(where) + ": ") if where else ""
-        super().__init__(f"{prefix}{message} [rule: {rule}]")
+        super().__init__(f"{_where(example, 'span', span)}{message} [rule: {rule}]")
         self.example = example
         self.span = span
         self.rule = rule
@@ -30,13 +31,7 @@ class DatasetError(PeapError):
     """A record cannot be used (missing field, answer not one token, length mismatch...)."""
 
     def __init__(self, message: str, *, example: int | None = None, field: str | None = None):
-        where = []
-        if example is not None:
-            where.append(f"example {example}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        prefix = (", ".join(where) + ": ") if where else ""
-        super().__init__(prefix + message)
+        super().__init__(_where(example, "field", field) + message)
         self.example = example
         self.field = field
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import SchemaError
+from .jsonio import dump_json
 
 Ranges = list[tuple[int, int]]
 
@@ -122,10 +123,7 @@ class Schema:
         return cls(d["spans"], d.get("required", ()))
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_dict(), path, indent=1)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> Schema:
