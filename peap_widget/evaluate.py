@@ -190,7 +190,7 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
             U, first = graph.attn_upstream(layer), graph.qkv_slot(layer, 0, 0)
             W = pos_not_in[:, :, :U, first: first + 3 * H]                        # [B, T, U, 3H]
             slots = x[:, :, None] + torch.einsum("btuk,btud->btkd", W, delta[:, :, :U])
-            normed = ad.norm(nn, layer, "attn")(slots).reshape(B, T, 3, H, D)
+            normed = ad.norm(nn, layer, "attn")(slots.to(model.dtype)).to(cd).reshape(B, T, 3, H, D)
             q, k, v = ad.qkv_from_normed(layer, normed)
             if cross_in is None:
                 Cq = Ck = Cv = None

@@ -148,3 +148,18 @@ def test_parameters_keep_their_requires_grad(tiny):
     flags = [p.requires_grad for p in model.hf.parameters()]
     pw.attribute(model, ds, progress=False)
     assert flags == [p.requires_grad for p in model.hf.parameters()]
+
+
+def test_bfloat16_model_attributes_and_evaluates():
+    """Half-precision models run (scores formed in float32) and agree with float32."""
+    hf, tok = tiny_gpt2(dtype=torch.float32)
+    ds32 = pw.Dataset.from_records(tiny_records(), tok)
+    ref = pw.attribute(pw.load_model(hf, tokenizer=tok), ds32, progress=False).edges.score
+    hf16, tok16 = tiny_gpt2(dtype=torch.float32)
+    model = pw.load_model(hf16, tokenizer=tok16, dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    ds = pw.Dataset.from_records(tiny_records(), model)
+    res = pw.attribute(model, ds, progress=False)
+    assert np.corrcoef(res.edges.score, ref)[0, 1] > 0.999
+    full = pw.evaluate(model, ds, res.full_circuit())
+    assert full.faithfulness == pytest.approx(1.0, abs=0.05) and full.hard == 1.0

@@ -158,8 +158,10 @@ class Adapter:
 
         Runs the model's own norm module (ad hoc through nnsight) on K copies of ``x``."""
         B, T, K, D = cotangents.shape
+        model_dtype = next(self.hf.parameters()).dtype  # the norm's own dtype (bf16 models: bf16)
         with torch.enable_grad():
-            copies = x.detach().unsqueeze(2).expand(B, T, K, D).contiguous().requires_grad_(True)
+            copies = x.detach().to(model_dtype).unsqueeze(2).expand(B, T, K, D).contiguous()
+            copies.requires_grad_(True)
             out = self.norm(nn, layer, which)(copies)
             (grad,) = torch.autograd.grad(out, copies, cotangents.to(out.dtype))
-        return grad.detach()
+        return grad.detach().to(cotangents.dtype)
