@@ -162,4 +162,7 @@ def test_bfloat16_model_attributes_and_evaluates():
     res = pw.attribute(model, ds, progress=False)
     assert np.corrcoef(res.edges.score, ref)[0, 1] > 0.999
     full = pw.evaluate(model, ds, res.full_circuit())
-    assert full.faithfulness == pytest.approx(1.0, abs=0.05) and full.hard == 1.0
+    # the full circuit reproduces the clean run up to bf16 rounding of the rebuilt slot inputs
+    spread = np.ptp(full.last_logits)
+    clean = pw.Evaluator(model, ds).clean_last.double().numpy()
+    assert np.abs(full.last_logits - clean).max() < 0.02 * spread and full.hard == 1.0
