@@ -85,7 +85,7 @@ class FaithfulnessCurve:
             for name in self.results:
                 rows = self._rows(name)
                 a.plot(rows[x], rows[m], marker="o", ms=3, label=name)
-            if logx:
+            if logx and (self.table[x] > 0).any():  # log axis needs a positive size
                 a.set_xscale("log")
             if m != "kl":
                 a.axhline(1.0, color="0.6", lw=0.8, ls="--")
