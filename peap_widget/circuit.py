@@ -43,9 +43,6 @@ class Units:
         else:
             self.of_row = np.arange(n)
         self.n = int(self.of_row.max()) + 1 if n else 0
-        order = np.argsort(self.of_row, kind="stable")
-        self.rows_sorted = order
-        self.row_start = np.searchsorted(self.of_row[order], np.arange(self.n + 1))
         # child: every row of a unit has the same child
         self.child = np.empty(self.n, dtype=np.int64)
         self.child[self.of_row] = space.child
@@ -61,9 +58,6 @@ class Units:
         self.into_sorted = by_child
         self.into_start = np.searchsorted(self.child[by_child], np.arange(space.n_nodes + 1))
 
-    def rows_of(self, unit: int) -> np.ndarray:
-        return self.rows_sorted[self.row_start[unit]: self.row_start[unit + 1]]
-
     def keys(self, scores: np.ndarray, absolute: bool) -> np.ndarray:
         """[units] ranking key: |score| (merged: max |q|,|k|,|v|) or the signed score (merged:
         the largest)."""
@@ -73,26 +67,20 @@ class Units:
         np.maximum.at(key, self.of_row, vals)
         return key
 
-    def row_mask(self, units) -> np.ndarray:
-        chosen = np.zeros(self.n, dtype=bool)
-        chosen[np.asarray(units, dtype=np.int64)] = True
-        return chosen[self.of_row]
-
     def greedy_order(self, key: np.ndarray) -> np.ndarray:
         """Units in the order greedy search adds them, until none is reachable."""
         active = np.zeros(self.space.n_nodes, dtype=bool)
+        taken = np.zeros(self.n, dtype=bool)
         heap: list = []
 
-        def activate(node):
+        def activate(node):  # its incoming units become candidates
             active[node] = True
-            for u in self.into_sorted[self.into_start[node]: self.into_start[node + 1]]:
-                heap.append((-key[u], int(u)))
+            for v in self.into_sorted[self.into_start[node]: self.into_start[node + 1]]:
+                if not taken[v]:
+                    heapq.heappush(heap, (-key[v], int(v)))
 
-        root = self.space.root
-        activate(root)
-        heapq.heapify(heap)
+        activate(self.space.root)
         order = []
-        taken = np.zeros(self.n, dtype=bool)
         while heap:
             _, u = heapq.heappop(heap)
             if taken[u]:
@@ -101,10 +89,7 @@ class Units:
             order.append(u)
             for p in self.parents[u]:
                 if p >= 0 and not active[p]:
-                    active[p] = True
-                    for v in self.into_sorted[self.into_start[p]: self.into_start[p + 1]]:
-                        if not taken[v]:
-                            heapq.heappush(heap, (-key[v], int(v)))
+                    activate(p)
         return np.asarray(order, dtype=np.int64)
 
     def on_paths(self, unit_mask: np.ndarray) -> np.ndarray:
