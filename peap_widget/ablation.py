@@ -66,6 +66,26 @@ def zero_values(model, batch: Batch) -> SourceValues:
     return SourceValues(z_res, [z_o] * L, [z_res] * L, [z_h] * L, [z_h] * L, [z_h] * L)
 
 
+def ablation_sources(model, ds: Dataset, ablation: str, batch_size: int | None = None,
+                     reference: Dataset | None = None, metric=None):
+    """Check the ablation against the data and return ``batch -> SourceValues``.
+
+    Mean ablation computes its span means over ``reference`` (default ``ds``) here, once; the
+    counterfactual source also records ``metric`` of the corrupted run when given."""
+    if ablation not in ABLATIONS:
+        raise PeapError(f"unknown ablation {ablation!r}; use one of {ABLATIONS}")
+    if ablation == "counterfactual":
+        ds.require_counterfactuals()
+        return lambda batch: counterfactual_values(model, batch, metric)
+    if ablation == "zero":
+        return lambda batch: zero_values(model, batch)
+    ref = ds if reference is None else reference
+    if ref.schema.spans != ds.schema.spans:
+        raise PeapError(f"the reference dataset's schema {list(ref.schema.spans)} differs from "
+                        f"the data's {list(ds.schema.spans)}")
+    return SpanMeans(model, ref, batch_size).values
+
+
 class SpanMeans:
     """Per-span-type means of every node output and q/k/v over a reference dataset."""
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .ablation import ABLATIONS, SpanMeans, SourceValues, counterfactual_values, zero_values
+from .ablation import SourceValues, ablation_sources
 from .data import Batch, Dataset
 from .errors import PeapError
 from .metrics import last_token_logits, resolve_metric
@@ -71,15 +71,11 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     """
     if method not in METHODS:
         raise PeapError(f"unknown method {method!r}; use one of {METHODS}")
-    if ablation not in ABLATIONS:
-        raise PeapError(f"unknown ablation {ablation!r}; use one of {ABLATIONS}")
     if aggregation not in AGGREGATIONS:
         raise PeapError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise PeapError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     metric_name, metric_fn = resolve_metric(metric)
-    if ablation == "counterfactual":
-        ds.require_counterfactuals()
+    batches = list(ds.batches(batch_size, device=model.device))
+    source = ablation_sources(model, ds, ablation, batch_size, reference, metric_fn)
     positional = method == "peap"
     spans = list(ds.schema.spans) if positional else [EAP_SPAN]
     graph, cfg = model.graph, model.adapter.config
@@ -88,28 +84,14 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     cross = torch.zeros(3, cfg.n_layers, cfg.n_heads, S, S, dtype=torch.float64) if positional else None
     clean_metric, source_metric = [], []
 
-    means = None
-    if ablation == "mean":
-        ref = ds if reference is None else reference
-        if ref.schema.spans != ds.schema.spans:
-            raise PeapError(f"the reference dataset's schema {list(ref.schema.spans)} differs from "
-                            f"the data's {list(ds.schema.spans)}")
-        with frozen_parameters(model.hf):
-            means = SpanMeans(model, ref, batch_size)
-
     from tqdm.auto import tqdm
 
-    batches = list(ds.batches(batch_size, device=model.device))
     with frozen_parameters(model.hf):
         for batch in tqdm(batches, desc=f"{method.upper()} attribution", unit="batch",
                           disable=not progress):
-            if ablation == "counterfactual":
-                src = counterfactual_values(model, batch, metric_fn)
+            src = source(batch)
+            if src.metric is not None:
                 source_metric.append(src.metric.double().cpu())
-            elif ablation == "mean":
-                src = means.values(batch)
-            else:
-                src = zero_values(model, batch)
             out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
             resid += out["resid"].cpu()
             if positional:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DatasetError, SchemaError
+from .errors import DatasetError, PeapError, SchemaError
 from .jsonio import dump_json
 from .schema import Ranges, Schema, ranges_from_starts
 
@@ -174,10 +174,10 @@ class Dataset:
         """Yield right-padded `Batch` objects of consecutive examples (all at once when None)."""
         import torch
 
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise PeapError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         n = len(self)
-        size = n if not batch_size else int(batch_size)
-        if size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        size = n if batch_size is None else batch_size
         if pad_id is None:
             pad_id = getattr(self.tokenizer, "pad_token_id", None)
             pad_id = 0 if pad_id is None else pad_id

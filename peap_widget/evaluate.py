@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ablation import ABLATIONS, SpanMeans, SourceValues, counterfactual_values, zero_values
+from .ablation import SourceValues, ablation_sources
 from .attribution import _compute_dtype, frozen_parameters
 from .circuit import Circuit
 from .data import Batch, Dataset
@@ -71,23 +71,12 @@ class Evaluator:
 
     def __init__(self, model, ds: Dataset, ablation: str = "counterfactual", metric="logit_diff",
                  batch_size: int | None = None, reference: Dataset | None = None):
-        if ablation not in ABLATIONS:
-            raise PeapError(f"unknown ablation {ablation!r}; use one of {ABLATIONS}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise PeapError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         self.model, self.ds, self.ablation = model, ds, ablation
         self.metric_name, self.metric_fn = resolve_metric(metric)
-        if ablation == "counterfactual":
-            ds.require_counterfactuals()
         self.batches = list(ds.batches(batch_size, device=model.device))
+        source = ablation_sources(model, ds, ablation, batch_size, reference)
         with torch.no_grad(), frozen_parameters(model.hf):
-            if ablation == "mean":
-                means = SpanMeans(model, ds if reference is None else reference, batch_size)
-                self.sources = [means.values(b) for b in self.batches]
-            elif ablation == "zero":
-                self.sources = [zero_values(model, b) for b in self.batches]
-            else:
-                self.sources = [counterfactual_values(model, b, None) for b in self.batches]
+            self.sources = [source(b) for b in self.batches]
             self.clean_last = torch.cat([self._clean_logits(b) for b in self.batches])
         self.clean_per_example = self._metric(self.clean_last).cpu().double().numpy()
         self._empty: np.ndarray | None = None
