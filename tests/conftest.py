@@ -3,3 +3,18 @@ from pathlib import Path
 
 # tests/ helpers (tiny.py, brute_force.py) are imported as plain modules.
 sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_results():
+    """(model, dataset, PEAP result, EAP result) on the tiny float64 GPT-2 and its 5 records."""
+    import peap_widget as pw
+    from tiny import tiny_gpt2, tiny_records
+
+    hf, tok = tiny_gpt2()
+    model = pw.load_model(hf, tokenizer=tok)
+    ds = pw.Dataset.from_records(tiny_records(), model)
+    return (model, ds, pw.attribute(model, ds, progress=False),
+            pw.attribute(model, ds, method="eap", progress=False))

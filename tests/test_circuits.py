@@ -8,17 +8,6 @@ import pytest
 
 import peap_widget as pw
 from peap_widget import PeapError
-from tiny import tiny_gpt2, tiny_records
-
-
-@pytest.fixture(scope="module")
-def setup():
-    hf, tok = tiny_gpt2()
-    model = pw.load_model(hf, tokenizer=tok)
-    ds = pw.Dataset.from_records(tiny_records(), model)
-    peap = pw.attribute(model, ds, progress=False)
-    eap = pw.attribute(model, ds, method="eap", progress=False)
-    return model, ds, peap, eap
 
 
 def path_checked(circ):
@@ -33,8 +22,8 @@ def path_checked(circ):
 
 
 @pytest.mark.parametrize("merge", [True, False])
-def test_greedy_edges_reach_logits_and_input(setup, merge):
-    _, _, peap, eap = setup
+def test_greedy_edges_reach_logits_and_input(tiny_results, merge):
+    _, _, peap, eap = tiny_results
     for res in (peap, eap):
         for n in (10, 40, 150):
             circ = res.circuit(n_edges=n, merge_qkv=merge)
@@ -43,8 +32,8 @@ def test_greedy_edges_reach_logits_and_input(setup, merge):
             assert G.number_of_edges() == circ.n_rows
 
 
-def test_greedy_sizes_are_monotone_and_nested(setup):
-    _, _, peap, _ = setup
+def test_greedy_sizes_are_monotone_and_nested(tiny_results):
+    _, _, peap, _ = tiny_results
     prev = None
     sizes = []
     for n in range(0, 400, 25):
@@ -56,10 +45,10 @@ def test_greedy_sizes_are_monotone_and_nested(setup):
     assert sizes == sorted(sizes) and sizes[-1] > 100
 
 
-def test_greedy_follows_the_definition(setup):
+def test_greedy_follows_the_definition(tiny_results):
     """Without pruning, the greedy circuit of n edges is built by always taking the best edge
     whose child is already in: check each step against a slow independent search."""
-    _, _, peap, _ = setup
+    _, _, peap, _ = tiny_results
     sp = peap.space
     t = peap.edges
     score = t["score"].abs().to_numpy()
@@ -87,8 +76,8 @@ def test_greedy_follows_the_definition(setup):
     assert sorted(np.nonzero(circ.in_rows)[0]) == sorted(chosen)
 
 
-def test_topn_and_threshold(setup):
-    _, _, peap, _ = setup
+def test_topn_and_threshold(tiny_results):
+    _, _, peap, _ = tiny_results
     key = peap.edges["score"].abs().to_numpy()
     c = peap.circuit(n_edges=50, method="topn", merge_qkv=False, prune=False)
     assert c.n_rows == 50 and key[c.in_rows].min() >= key[~c.in_rows].max()
@@ -106,8 +95,8 @@ def test_topn_and_threshold(setup):
         peap.circuit(n_edges=-1)
 
 
-def test_merged_crossing_edges_move_together(setup):
-    _, _, peap, _ = setup
+def test_merged_crossing_edges_move_together(tiny_results):
+    _, _, peap, _ = tiny_results
     c = peap.circuit(n_edges=60, merge_qkv=True, prune=False)
     cross = c.edges[c.edges.kind != "resid"]
     groups = cross.groupby(["src", "src_span", "dst_span"]).kind.apply(lambda k: "".join(sorted(k)))
@@ -135,8 +124,8 @@ def grp_of(c, row):
     return np.nonzero(c.space.crossing_group == c.space.crossing_group[row])[0]
 
 
-def test_editing_and_undo(setup):
-    _, _, peap, _ = setup
+def test_editing_and_undo(tiny_results):
+    _, _, peap, _ = tiny_results
     c = peap.circuit(n_edges=40)
     before = c.in_rows.copy()
     some = c.edges.index[0]
@@ -171,8 +160,8 @@ def test_editing_and_undo(setup):
     assert (c.in_rows == before).all()
 
 
-def test_circuit_from_rows(setup):
-    _, _, peap, _ = setup
+def test_circuit_from_rows(tiny_results):
+    _, _, peap, _ = tiny_results
     e = peap.edges
     mask = (e.kind == "v").to_numpy()
     a = peap.circuit_from(mask)
@@ -184,8 +173,8 @@ def test_circuit_from_rows(setup):
         peap.circuit_from(mask[:-1])
 
 
-def test_sizes_in_real_edges(setup):
-    _, ds, peap, eap = setup
+def test_sizes_in_real_edges(tiny_results):
+    _, ds, peap, eap = tiny_results
     c = peap.circuit(n_edges=80)
     total = 0.0
     for ex in ds.examples:  # independent count per example
@@ -205,8 +194,8 @@ def test_sizes_in_real_edges(setup):
     assert full.n_real_edges == pytest.approx(np.mean(lengths) * full.n_rows)
 
 
-def test_json_round_trip_is_exact(setup, tmp_path):
-    _, _, peap, eap = setup
+def test_json_round_trip_is_exact(tiny_results, tmp_path):
+    _, _, peap, eap = tiny_results
     for res in (peap, eap):
         c = res.circuit(n_edges=50)
         c.remove_edge(int(c.edges.index[0]), merged=False)
@@ -234,8 +223,8 @@ def test_bad_circuit_json(tmp_path):
         pw.Circuit.from_dict(good)
 
 
-def test_mib_round_trip(setup, tmp_path):
-    _, _, peap, eap = setup
+def test_mib_round_trip(tiny_results, tmp_path):
+    _, _, peap, eap = tiny_results
     c = eap.circuit(n_edges=30)
     mib = json.loads(c.to_mib_json(tmp_path / "mib.json"))
     assert mib["cfg"] == {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 16}

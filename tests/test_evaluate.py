@@ -9,16 +9,6 @@ from peap_widget import PeapError
 from tiny import tiny_gpt2, tiny_records
 
 
-@pytest.fixture(scope="module")
-def setup():
-    hf, tok = tiny_gpt2()
-    model = pw.load_model(hf, tokenizer=tok)
-    ds = pw.Dataset.from_records(tiny_records(), model)
-    peap = pw.attribute(model, ds, progress=False)
-    eap = pw.attribute(model, ds, method="eap", progress=False)
-    return model, ds, peap, eap
-
-
 def hf_last_logits(hf, ds, which="clean"):
     out = []
     with torch.no_grad():
@@ -34,8 +24,8 @@ def logit_diff(logits, ds):
     return (logits.gather(1, c[:, None]) - logits.gather(1, i[:, None]))[:, 0].numpy()
 
 
-def test_full_is_clean_and_empty_is_counterfactual(setup):
-    model, ds, peap, eap = setup
+def test_full_is_clean_and_empty_is_counterfactual(tiny_results):
+    model, ds, peap, eap = tiny_results
     clean = logit_diff(hf_last_logits(model.hf, ds), ds)
     corrupt = logit_diff(hf_last_logits(model.hf, ds, "corrupted"), ds)
     assert np.abs(clean - corrupt).max() > 0.1  # the check can fail
@@ -50,9 +40,9 @@ def test_full_is_clean_and_empty_is_counterfactual(setup):
     np.testing.assert_allclose(ev.empty_per_example, corrupt, atol=1e-5)
 
 
-def test_zero_ablation_empty_circuit(setup):
+def test_zero_ablation_empty_circuit(tiny_results):
     """All edges out, zero ablation: the logits see only the attention output biases."""
-    model, ds, peap, _ = setup
+    model, ds, peap, _ = tiny_results
     hf = model.hf
     with torch.no_grad():
         x = sum(blk.attn.c_proj.bias for blk in hf.transformer.h)
@@ -64,11 +54,11 @@ def test_zero_ablation_empty_circuit(setup):
     np.testing.assert_allclose(full.per_example, logit_diff(hf_last_logits(hf, ds), ds), atol=1e-9)
 
 
-def test_mean_ablation_empty_circuit(setup):
+def test_mean_ablation_empty_circuit(tiny_results):
     """All edges out, mean ablation: the last token's logits slot gets the sum of every
     component's mean output over the last span (pooled over examples) plus the biases,
     computed here with plain HF hooks."""
-    model, ds, peap, _ = setup
+    model, ds, peap, _ = tiny_results
     hf = model.hf
     acts = {}
 
@@ -101,8 +91,8 @@ def test_mean_ablation_empty_circuit(setup):
     assert np.abs(expect - logit_diff(hf_last_logits(hf, ds), ds)).max() > 0.1
 
 
-def test_measures_follow_their_definitions(setup):
-    model, ds, peap, _ = setup
+def test_measures_follow_their_definitions(tiny_results):
+    model, ds, peap, _ = tiny_results
     ev = pw.evaluate(model, ds, peap.circuit(n_edges=30))
     ref = pw.Evaluator(model, ds)
     clean = ref.clean_per_example
@@ -119,8 +109,8 @@ def test_measures_follow_their_definitions(setup):
     assert 0 < ev.n_edges <= 30 and ev.seconds > 0
 
 
-def test_evaluate_defaults_and_errors(setup):
-    model, ds, peap, _ = setup
+def test_evaluate_defaults_and_errors(tiny_results):
+    model, ds, peap, _ = tiny_results
     circ = peap.circuit(n_edges=20)
     a = pw.evaluate(model, ds, circ)
     b = pw.evaluate(model, ds, circ, ablation="counterfactual", metric="logit_diff")
@@ -140,8 +130,8 @@ def test_evaluate_defaults_and_errors(setup):
         pw.evaluate(m2, pw.Dataset.from_records(tiny_records(), m2), circ)
 
 
-def test_curves_and_mib_scores(setup):
-    model, ds, peap, eap = setup
+def test_curves_and_mib_scores(tiny_results):
+    model, ds, peap, eap = tiny_results
     curve = pw.faithfulness_curve(model, ds, {"PEAP": peap, "EAP": eap}, progress=False)
     t = curve.table
     assert list(t.result.unique()) == ["PEAP", "EAP"] and len(t) == 2 * len(pw.MIB_FRACTIONS)
