@@ -213,48 +213,40 @@ def build_hf(dtype=torch.float32):
         def z(*shape):
             return torch.zeros(*shape, dtype=model.dtype)
 
+        def copier(src, dst):
+            """W_V, W_O moving token identity i from subspace ``src`` to ``dst`` (zero-sum write)."""
+            Wv, Wo = z(D_MODEL, D_HEAD), z(D_HEAD, D_MODEL)
+            for i in range(V):
+                Wv[src + i, i] = 1.0
+                Wo[i, dst + i] = 1.0
+                Wo[i, lay.BAL] = -1.0
+            return Wv, Wo
+
         # a0.h0: previous-token head
         b = math.sqrt(PREV_SCORE * sq8)
-        Wq, Wk, Wv, Wo = z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), z(D_HEAD, D_MODEL)
+        Wq, Wk = z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD)
         for t in range(N_POSITIONS):
             if t >= 1:
                 Wq[lay.POS + t, t - 1] = b
             Wk[lay.POS + t, t] = b
-        for i in range(V):
-            Wv[lay.TOK + i, i] = 1.0
-            Wo[i, lay.PREV + i] = 1.0
-            Wo[i, lay.BAL] = -1.0
-        head(0, 0, Wq, Wk, Wv, Wo)
+        head(0, 0, Wq, Wk, *copier(lay.TOK, lay.PREV))
 
         # a0.h1: decoy, uniform bag of tokens -> DECOY
-        Wv, Wo = z(D_MODEL, D_HEAD), z(D_HEAD, D_MODEL)
-        for i in range(V):
-            Wv[lay.TOK + i, i] = 1.0
-            Wo[i, lay.DECOY + i] = 1.0
-            Wo[i, lay.BAL] = -1.0
-        head(0, 1, z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), Wv, Wo)
+        head(0, 1, z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), *copier(lay.TOK, lay.DECOY))
 
         # a1.h0: induction head
         a = math.sqrt(MATCH_SCORE * sq8)
         c = math.sqrt(POS0_PENALTY * sq8)
-        Wq, Wk, Wv, Wo = z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), z(D_HEAD, D_MODEL)
+        Wq, Wk = z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD)
         for i in range(V):
             Wq[lay.TOK + i, i] = a
             Wk[lay.PREV + i, i] = a
-            Wv[lay.TOK + i, i] = 1.0
-            Wo[i, lay.OUT + i] = 1.0
-            Wo[i, lay.BAL] = -1.0
         Wq[lay.ANC, V] = c / ANCHOR
         Wk[lay.POS + 0, V] = -c
-        head(1, 0, Wq, Wk, Wv, Wo)
+        head(1, 0, Wq, Wk, *copier(lay.TOK, lay.OUT))
 
         # a1.h1: decoy, uniform average of DECOY -> DECOY
-        Wv, Wo = z(D_MODEL, D_HEAD), z(D_HEAD, D_MODEL)
-        for i in range(V):
-            Wv[lay.DECOY + i, i] = 1.0
-            Wo[i, lay.DECOY + i] = 1.0
-            Wo[i, lay.BAL] = -1.0
-        head(1, 1, z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), Wv, Wo)
+        head(1, 1, z(D_MODEL, D_HEAD), z(D_MODEL, D_HEAD), *copier(lay.DECOY, lay.DECOY))
 
         # unembedding: reads OUT only
         for i in range(V):
