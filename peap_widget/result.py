@@ -46,6 +46,9 @@ class AttributionResult:
         self.graph_config = graph_config
         self.span_lengths = None if span_lengths is None else np.asarray(span_lengths)
         self._greedy_orders: dict = {}
+        #: the edge space the table's rows index (graph, spans, crossing edges or not)
+        self.space: EdgeSpace = _space(graph_config, tuple(self.spans),
+                                       bool((edges["kind"] != "resid").any()))
         space = self.space
         if len(edges) != len(space) or not edges[["kind", "src", "dst", "src_span",
                                                   "dst_span"]].equals(space.table):
@@ -56,11 +59,6 @@ class AttributionResult:
                     span_lengths=None):
         return cls(edge_table(graph, list(spans), resid, cross), spans, settings, clean, source,
                    schema, graph.cfg, span_lengths)
-
-    @property
-    def space(self) -> EdgeSpace:
-        """The edge space the table's rows index (graph, spans, crossing edges or not)."""
-        return _space(self.graph_config, tuple(self.spans), bool((self.edges["kind"] != "resid").any()))
 
     @property
     def scores(self) -> np.ndarray:
