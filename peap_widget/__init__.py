@@ -23,7 +23,19 @@ from .schema import Schema
 
 __version__ = "0.1.0"
 
+_WIDGETS = ("SchemaEditor", "CircuitExplorer", "FaithfulnessCurves", "CircuitLab", "to_html")
+
+
+def __getattr__(name):
+    # widgets load anywidget/ipywidgets, so they are imported on first use only
+    if name in _WIDGETS or name == "widgets":
+        import importlib
+
+        widgets = importlib.import_module(".widgets", __name__)
+        return widgets if name == "widgets" else getattr(widgets, name)
+    raise AttributeError(f"module 'peap_widget' has no attribute {name!r}")
+
 __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
            "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
            "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
-           "UnsupportedArchitectureError"]
+           "UnsupportedArchitectureError", *_WIDGETS]

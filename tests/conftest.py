@@ -18,3 +18,12 @@ def tiny_results():
     ds = pw.Dataset.from_records(tiny_records(), model)
     return (model, ds, pw.attribute(model, ds, progress=False),
             pw.attribute(model, ds, method="eap", progress=False))
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless system Chromium for the session's browser tests (see tests/browser.py)."""
+    from browser import launch
+
+    with launch() as b:
+        yield b

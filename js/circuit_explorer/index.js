@@ -1,0 +1,1 @@
+export default { render({ el }) { el.textContent = "circuit_explorer: being built"; } };

@@ -1,0 +1,7 @@
+"""FaithfulnessCurves (being built)."""
+
+from .base import PeapWidget
+
+
+class FaithfulnessCurves(PeapWidget):
+    _bundle_name = "curves"

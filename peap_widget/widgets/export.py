@@ -1,0 +1,106 @@
+"""Standalone HTML pages for widgets: no kernel, no CDN, no network.
+
+The page holds each widget's bundled module and its synced trait values; a small loader
+(``static/standalone.js``) gives each widget a kernel-less model with anywidget's interface.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from pathlib import Path
+
+from ..errors import PeapError
+from .base import STATIC
+
+_LOADER = """<script type="module">
+const b64 = document.getElementById("peap-standalone").textContent.trim();
+const bin = atob(b64), bytes = new Uint8Array(bin.length);
+for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+const url = URL.createObjectURL(new Blob([bytes], { type: "text/javascript" }));
+import(url).then((m) => m.mountAll()).catch((e) => {
+  document.body.insertAdjacentHTML("afterbegin", "<pre style='color:#b00'>" + String(e) + "</pre>");
+  throw e;
+});
+</script>"""
+
+
+def widget_state(widget) -> dict:
+    """The widget's synced trait values as JSON, bytes as ``{"$b64": ...}`` (anywidget's own
+    bookkeeping traits left out)."""
+    out = {}
+    for name in widget.keys:
+        if name.startswith("_") or name in ("layout", "comm", "log", "tabbable", "tooltip"):
+            continue
+        value = getattr(widget, name)
+        out[name] = _jsonable(value)
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _script_json(obj) -> str:
+    # "</" inside a <script> would end it early; "<\\/" is the same JSON string
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def page(widgets, title: str = "peap_widget") -> str:
+    """The standalone page's HTML for ``widgets`` (shown top to bottom)."""
+    loader = STATIC / "standalone.js"
+    if not loader.is_file():
+        raise PeapError("the front end is not built (peap_widget/static/standalone.js is missing); "
+                        "reinstall the package or run: npm install && npm run build")
+    modules: dict[str, str] = {}
+    parts = []
+    for i, w in enumerate(widgets):
+        code = w._esm if isinstance(w._esm, str) else str(w._esm)
+        key = "peap-esm-" + hashlib.sha1(code.encode()).hexdigest()[:12]
+        modules.setdefault(key, base64.b64encode(code.encode()).decode("ascii"))
+        parts.append(f'<div class="peap-widget" id="peap-{i}" data-esm="{key}" '
+                     f'data-state="peap-state-{i}"></div>\n'
+                     f'<script type="application/json" id="peap-state-{i}">'
+                     f'{_script_json(widget_state(w))}</script>')
+    scripts = "\n".join(f'<script type="text/plain" id="{k}">{v}</script>' for k, v in modules.items())
+    standalone = base64.b64encode(loader.read_bytes()).decode("ascii")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:16px;color:#222}}
+.peap-widget{{margin-bottom:24px}}</style>
+</head><body>
+{chr(10).join(parts)}
+{scripts}
+<script type="text/plain" id="peap-standalone">{standalone}</script>
+{_LOADER}
+</body></html>
+"""
+
+
+def write_html(path, widgets, title: str = "peap_widget") -> Path:
+    """Write `page` to ``path`` (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page(list(widgets), title), encoding="utf-8")
+    return path
+
+
+def to_html(path, *widgets, title: str = "peap_widget") -> Path:
+    """Write several widgets to one standalone page.
+
+    Example:
+        >>> pw.to_html("lab.html", explorer, curves)     # doctest: +SKIP
+    """
+    if not widgets:
+        raise PeapError("to_html needs at least one widget")
+    return write_html(path, widgets, title)
