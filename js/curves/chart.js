@@ -1,0 +1,429 @@
+// The faithfulness-vs-size chart as a plain DOM component (SVG), used by the FaithfulnessCurves
+// widget and importable by other widgets:
+//
+//   import { drawChart } from "../curves/chart.js";
+//   const chart = drawChart(el, { series, current, measure: "faithfulness", x: "fraction" });
+//   chart.update({ measure: "soft" });   // any subset of the options
+//   chart.destroy();
+//
+// Every colour, font and stroke is an SVG attribute (not CSS), so `toSVG()` / `toPNG()` export
+// exactly what is on screen. Only the tooltip (HTML) and hover cues use the small stylesheet below.
+import { h, injectStyle } from "../lib/dom.js";
+import {
+  MEASURES, X_AXES, project, linearScale, logScale, linearTicks, logTicks, xDomain, yDomain,
+  formatTick, formatValue, formatPercent, nearest, markerPath, linePath, legendLayout, isNum,
+} from "./logic.js";
+
+export { MEASURES, X_AXES, PALETTE } from "./logic.js";
+
+const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif";
+const INK = "#1f2937", MUTED = "#4b5563", FAINT = "#6b7280", GRID = "#e5e7eb", GRID_MINOR = "#f1f3f5";
+const CURRENT = "#111827";
+
+const CSS = `
+.pc-chart { position: relative; font-family: ${FONT}; color: ${INK}; line-height: 1.3; }
+.pc-chart svg { display: block; max-width: 100%; height: auto; overflow: visible; }
+.pc-chart .pc-legend-item { cursor: pointer; }
+.pc-chart .pc-legend-item.pc-off { opacity: 0.35; }
+.pc-chart .pc-marker { transition: opacity 120ms; }
+.pc-chart.pc-hovering .pc-series:not(.pc-active) { opacity: 0.35; }
+.pc-tooltip { position: absolute; z-index: 10; pointer-events: none; background: #fff;
+  border: 1px solid #d1d5db; border-radius: 6px; box-shadow: 0 4px 14px rgba(15, 23, 42, 0.12);
+  padding: 7px 9px 6px; font-size: 12px; white-space: nowrap; font-variant-numeric: tabular-nums; }
+.pc-tooltip[hidden] { display: none; }
+.pc-tooltip .pc-tip-head { display: flex; align-items: center; gap: 6px; font-weight: 600;
+  margin-bottom: 4px; font-size: 12.5px; }
+.pc-tooltip .pc-swatch { width: 10px; height: 10px; border-radius: 2px; display: inline-block; }
+.pc-tooltip table { border-collapse: collapse; }
+.pc-tooltip th { text-align: left; font-weight: 400; color: ${FAINT}; padding: 1px 12px 1px 0; }
+.pc-tooltip td { text-align: right; padding: 1px 0; }
+.pc-tooltip tr.pc-on th, .pc-tooltip tr.pc-on td { color: ${INK}; font-weight: 600; }
+.pc-note { font-size: 11.5px; color: ${FAINT}; margin: 2px 0 0 4px; }
+.pc-note:empty { display: none; }
+`;
+
+let chartCount = 0;
+
+const DEFAULTS = {
+  series: [], current: null, measure: "faithfulness", x: "fraction", title: "",
+  width: null, height: 380, tooltip: true, legend: true, onHover: null,
+};
+
+/**
+ * Draw a faithfulness-vs-circuit-size chart into `container`.
+ *
+ * @param {HTMLElement} container  the chart is appended to it (the rest is left alone)
+ * @param {object} opts
+ *   series   [{name, points: [{n_edges, fraction, n_real_edges, real_fraction, faithfulness,
+ *            soft, hard, kl}]}]  one line per series (nulls allowed: such points are skipped)
+ *   current  null or {label, n_edges, fraction, n_real_edges, real_fraction, faithfulness, soft,
+ *            hard, kl}: the highlighted "current circuit" point
+ *   measure  "faithfulness" | "soft" | "hard" | "kl"                       (y)
+ *   x        "fraction" | "n_edges" | "n_real_edges" | "real_fraction" (log axes) | "fraction_linear"
+ *   title    text above the legend ("" for none)
+ *   width    px (null: the container's width, following resizes); height px (380)
+ *   tooltip  show the built-in tooltip on hover (true); legend (true)
+ *   onHover  called with {series, seriesIndex, index, point, current} or null
+ * @returns {{update(opts): void, destroy(): void, svg: SVGSVGElement, toSVG(): string,
+ *            toPNG(scale?: number): Promise<Blob>, hover(seriesIndex, index): void}}
+ *   `index` is the point's index in its series' `points`; hover(-1) for the current point,
+ *   hover(null) hides.
+ */
+export function drawChart(container, opts = {}) {
+  injectStyle(container, "peap-chart", CSS);
+  const id = `pc${++chartCount}`;
+  let o = { ...DEFAULTS, ...opts };
+  const hidden = new Set(); // series names switched off in the legend
+  const root = h("div", { class: "pc-chart" });
+  const tip = h("div", { class: "pc-tooltip", role: "tooltip", hidden: true });
+  const note = h("div", { class: "pc-note" });
+  let svg = h("svg", {});
+  root.append(svg, tip, note);
+  container.append(root);
+  let targets = []; // hoverable points in svg coordinates: {px, py, s, p, current}
+  let hoverRing = null;
+  let lastWidth = 0;
+
+  const width = () => Math.max(320, Math.round(o.width ?? (container.clientWidth || 640)));
+
+  function render() {
+    const W = width(), H = Math.max(220, o.height ?? 380);
+    lastWidth = W;
+    const measure = MEASURES[o.measure] ? o.measure : "faithfulness";
+    const m = MEASURES[measure], ax = X_AXES[o.x] ?? X_AXES.fraction;
+    const all = project(o.series, measure, o.x);
+    const shown = all.filter((s) => !hidden.has(s.name));
+    const cur = o.current && typeof o.current === "object" ? o.current : null;
+    const cx = cur?.[ax.key], cy = cur?.[measure];
+    const curOk = cur && isNum(cx) && isNum(cy) && (!ax.log || cx > 0);
+
+    // --- layout -------------------------------------------------------------------------------
+    const el = (tag, attrs, ...kids) => h(tag, attrs, ...kids);
+    const next = el("svg", { width: W, height: H,
+      viewBox: `0 0 ${W} ${H}`, "font-family": FONT, role: "img",
+      "aria-label": `${m.label} against ${ax.label}`, class: "pc-svg" });
+    next.append(el("rect", { x: 0, y: 0, width: W, height: H, fill: "#fff", class: "pc-bg" }));
+    let top = 10;
+    if (o.title) {
+      next.append(el("text", { x: 14, y: top + 14, "font-size": 15, "font-weight": 600,
+        fill: INK, class: "pc-title" }, o.title));
+      top += 26;
+    }
+    const left = 62, right = 22, bottom = 50;
+    const legendItems = o.legend ? [
+      ...all.map((s) => ({ kind: "series", s, label: s.name })),
+      ...(cur ? [{ kind: "current", label: cur.label ? String(cur.label) : "current circuit" }] : []),
+    ] : [];
+    const widths = legendItems.map((it) => 30 + textWidth(it.label, 12));
+    const rows = legendLayout(widths, W - left - right);
+    const nRows = rows.length ? rows[rows.length - 1].row + 1 : 0;
+    const legendTop = top;
+    top += nRows * 20 + (nRows ? 8 : 4);
+    const plot = { x0: left, x1: W - right, y0: top, y1: H - bottom };
+
+    // --- scales ---------------------------------------------------------------------------------
+    const xs = shown.flatMap((s) => s.points.map((p) => p.x));
+    const ys = shown.flatMap((s) => s.points.map((p) => p.y));
+    if (curOk) { xs.push(cx); ys.push(cy); }
+    const xd = xDomain(xs, ax.log);
+    let yd = yDomain(ys, m.reference);
+    const yt = linearTicks(yd[0], yd[1], Math.max(3, Math.round((plot.y1 - plot.y0) / 55)));
+    const X = ax.log ? logScale(xd, [plot.x0, plot.x1]) : linearScale(xd, [plot.x0, plot.x1]);
+    const Y = linearScale(yd, [plot.y1, plot.y0]);
+    const xt = ax.log ? logTicks(xd[0], xd[1])
+      : { major: linearTicks(xd[0], xd[1], Math.max(3, Math.round((plot.x1 - plot.x0) / 90))), minor: [] };
+    const r1 = (v) => Math.round(v * 100) / 100;
+
+    // --- grid and axes --------------------------------------------------------------------------
+    const grid = el("g", { class: "pc-grid", "shape-rendering": "crispEdges" });
+    for (const v of xt.minor) {
+      const px = Math.round(X(v)) + 0.5;
+      grid.append(el("line", { x1: px, x2: px, y1: plot.y0, y2: plot.y1, stroke: GRID_MINOR }));
+    }
+    for (const v of xt.major) {
+      const px = Math.round(X(v)) + 0.5;
+      grid.append(el("line", { x1: px, x2: px, y1: plot.y0, y2: plot.y1, stroke: GRID }));
+    }
+    for (const v of yt) {
+      const py = Math.round(Y(v)) + 0.5;
+      grid.append(el("line", { x1: plot.x0, x2: plot.x1, y1: py, y2: py,
+        stroke: v === 0 ? "#d1d5db" : GRID }));
+    }
+    next.append(grid);
+
+    const axes = el("g", { class: "pc-axes", "font-size": 11, fill: MUTED });
+    const xAxis = el("g", { class: "pc-x-axis" });
+    const yAxis = el("g", { class: "pc-y-axis" });
+    xAxis.append(el("line", { x1: plot.x0, x2: plot.x1, y1: plot.y1 + 0.5, y2: plot.y1 + 0.5,
+      stroke: "#9ca3af", "shape-rendering": "crispEdges" }));
+    for (const v of xt.major) {
+      const px = r1(X(v));
+      xAxis.append(el("line", { x1: px, x2: px, y1: plot.y1, y2: plot.y1 + 5, stroke: "#9ca3af" }));
+      xAxis.append(el("text", { x: px, y: plot.y1 + 18, "text-anchor": "middle", class: "pc-tick" },
+        formatTick(v, ax.kind)));
+    }
+    for (const v of yt) {
+      const py = r1(Y(v));
+      yAxis.append(el("text", { x: plot.x0 - 8, y: py + 3.5, "text-anchor": "end", class: "pc-tick" },
+        formatTick(v, "number")));
+    }
+    axes.append(xAxis, yAxis);
+    axes.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: H - 12, "text-anchor": "middle",
+      "font-size": 12, fill: "#374151", class: "pc-x-label" }, ax.label));
+    const ymid = (plot.y0 + plot.y1) / 2;
+    axes.append(el("text", { x: 0, y: 0, transform: `translate(16,${ymid}) rotate(-90)`,
+      "text-anchor": "middle", "font-size": 12, fill: "#374151", class: "pc-y-label" }, m.label));
+    next.append(axes);
+
+    // --- reference line y = 1 -------------------------------------------------------------------
+    if (isNum(m.reference)) {
+      const py = r1(Y(m.reference));
+      next.append(el("g", { class: "pc-reference" },
+        el("line", { x1: plot.x0, x2: plot.x1, y1: py, y2: py, stroke: FAINT, "stroke-width": 1.2,
+          "stroke-dasharray": "6 4" }),
+        el("text", { x: plot.x1 - 4, y: py - 5, "text-anchor": "end", "font-size": 10.5,
+          fill: FAINT }, "full model")));
+    }
+
+    // --- series ---------------------------------------------------------------------------------
+    const clip = `${id}-clip`;
+    next.append(el("defs", {}, el("clipPath", { id: clip },
+      el("rect", { x: plot.x0 - 8, y: plot.y0 - 8, width: plot.x1 - plot.x0 + 16,
+        height: plot.y1 - plot.y0 + 16 }))));
+    const data = el("g", { class: "pc-data", "clip-path": `url(#${clip})` });
+    targets = [];
+    for (const s of shown) {
+      const pts = s.points.map((p) => ({ ...p, px: X(p.x), py: Y(p.y) }));
+      const g = el("g", { class: "pc-series", "data-series": s.name, "data-index": s.index });
+      g.append(el("path", { class: "pc-line", d: linePath(pts), fill: "none", stroke: s.color,
+        "stroke-width": 2, "stroke-linejoin": "round", "stroke-linecap": "round",
+        "data-series": s.name }));
+      for (const p of pts) {
+        g.append(el("path", { class: "pc-marker", d: markerPath(s.shape, 4.2),
+          transform: `translate(${r1(p.px)},${r1(p.py)})`, fill: s.color, stroke: "#fff",
+          "stroke-width": 1.3, "data-series": s.name, "data-index": p.i,
+          "data-x": p.x, "data-y": p.y }));
+        targets.push({ px: p.px, py: p.py, s, p });
+      }
+      data.append(g);
+    }
+    next.append(data);
+
+    // --- the current circuit --------------------------------------------------------------------
+    if (curOk) {
+      const px = r1(X(cx)), py = r1(Y(cy));
+      const label = cur.label ? String(cur.label) : "current circuit";
+      const g = el("g", { class: "pc-current", "data-x": cx, "data-y": cy });
+      g.append(el("line", { x1: px, x2: px, y1: py, y2: plot.y1, stroke: CURRENT,
+        "stroke-width": 1, "stroke-dasharray": "2 3", opacity: 0.55 }));
+      g.append(el("line", { x1: plot.x0, x2: px, y1: py, y2: py, stroke: CURRENT,
+        "stroke-width": 1, "stroke-dasharray": "2 3", opacity: 0.55 }));
+      g.append(el("circle", { cx: px, cy: py, r: 9, fill: "none", stroke: "#fff", "stroke-width": 4 }));
+      g.append(el("circle", { class: "pc-current-marker", cx: px, cy: py, r: 8, fill: "#fbbf24",
+        "fill-opacity": 0.35, stroke: CURRENT, "stroke-width": 2 }));
+      g.append(el("circle", { cx: px, cy: py, r: 2.6, fill: CURRENT }));
+      const tw = textWidth(label, 11.5);
+      const flip = px + 14 + tw > plot.x1;
+      const ly = py - 12 < plot.y0 + 10 ? py + 22 : py - 12;
+      g.append(el("text", { x: flip ? px - 13 : px + 13, y: ly, "text-anchor": flip ? "end" : "start",
+        "font-size": 11.5, "font-weight": 600, fill: CURRENT, stroke: "#fff", "stroke-width": 3.5,
+        "paint-order": "stroke", "stroke-linejoin": "round", class: "pc-current-label" }, label));
+      next.append(g);
+      targets.push({ px, py, s: null, p: { raw: cur, i: -1 }, current: true });
+    }
+
+    // --- legend ---------------------------------------------------------------------------------
+    if (legendItems.length) {
+      const lg = el("g", { class: "pc-legend", "font-size": 12, fill: "#374151" });
+      legendItems.forEach((it, k) => {
+        const { row, x } = rows[k];
+        const gx = left + x, gy = legendTop + row * 20 + 10;
+        const item = el("g", { class: "pc-legend-item", transform: `translate(${gx},${gy})` });
+        if (it.kind === "series") {
+          const s = it.s;
+          if (hidden.has(s.name)) item.classList.add("pc-off");
+          item.dataset.series = s.name;
+          item.append(el("line", { x1: 0, x2: 22, y1: 0, y2: 0, stroke: s.color, "stroke-width": 2 }),
+            el("path", { d: markerPath(s.shape, 4.2), transform: "translate(11,0)", fill: s.color,
+              stroke: "#fff", "stroke-width": 1.3 }));
+          item.append(el("title", {}, hidden.has(s.name) ? "click to show" : "click to hide"));
+          item.addEventListener("click", () => {
+            if (hidden.has(s.name)) hidden.delete(s.name); else hidden.add(s.name);
+            render();
+          });
+        } else {
+          item.classList.add("pc-legend-current");
+          item.append(el("circle", { cx: 11, cy: 0, r: 6, fill: "#fbbf24", "fill-opacity": 0.35,
+            stroke: CURRENT, "stroke-width": 2 }), el("circle", { cx: 11, cy: 0, r: 2, fill: CURRENT }));
+        }
+        item.append(el("text", { x: 29, y: 4 }, it.label));
+        lg.append(item);
+      });
+      next.append(lg);
+    }
+
+    if (!targets.length) {
+      next.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: (plot.y0 + plot.y1) / 2,
+        "text-anchor": "middle", "font-size": 13, fill: FAINT, class: "pc-empty" },
+      all.length ? "no points to show on this axis" : "no curves yet"));
+    }
+
+    hoverRing = el("circle", { class: "pc-hover-ring", r: 8, fill: "none", stroke: INK,
+      "stroke-width": 1.5, visibility: "hidden", "pointer-events": "none" });
+    next.append(hoverRing);
+
+    svg.replaceWith(next);
+    svg = next;
+    svg.addEventListener("pointermove", onMove);
+    svg.addEventListener("pointerleave", () => hover(null));
+
+    // --- notes (HTML, not exported) ---------------------------------------------------------------
+    const notes = [];
+    const dropped = all.reduce((n, s) => n + s.dropped, 0);
+    const missing = all.reduce((n, s) => n + s.missing, 0);
+    if (dropped) {
+      notes.push(ax.log ? `${dropped} point${dropped > 1 ? "s" : ""} with size 0 or unknown not shown on this log axis`
+        : `${dropped} point${dropped > 1 ? "s" : ""} with unknown size not shown`);
+    }
+    if (missing) notes.push(`${missing} point${missing > 1 ? "s" : ""} without a ${measure} value (NaN) not shown`);
+    if (cur && !curOk) notes.push(`the current circuit has no position on this ${ax.log ? "log " : ""}axis`);
+    note.textContent = notes.join(" · ");
+  }
+
+  function onMove(ev) {
+    const rect = svg.getBoundingClientRect();
+    const k = rect.width ? lastWidth / rect.width : 1;
+    const mx = (ev.clientX - rect.left) * k, my = (ev.clientY - rect.top) * k;
+    const j = nearest(targets, mx, my, 28);
+    showTarget(j < 0 ? null : targets[j]);
+  }
+
+  function showTarget(t) {
+    root.classList.toggle("pc-hovering", !!(t && t.s));
+    for (const g of svg.querySelectorAll(".pc-series")) {
+      g.classList.toggle("pc-active", !!(t && t.s && g.dataset.series === t.s.name));
+    }
+    if (!t) {
+      hoverRing?.setAttribute("visibility", "hidden");
+      tip.hidden = true;
+      o.onHover?.(null);
+      return;
+    }
+    hoverRing.setAttribute("cx", t.px);
+    hoverRing.setAttribute("cy", t.py);
+    hoverRing.setAttribute("r", t.current ? 11 : 8);
+    hoverRing.setAttribute("visibility", "visible");
+    if (o.tooltip) {
+      fillTooltip(t);
+      tip.hidden = false;
+      placeTooltip(t);
+    }
+    o.onHover?.({ series: t.s?.name ?? null, seriesIndex: t.s?.index ?? -1, index: t.p.i,
+      point: t.p.raw, current: !!t.current });
+  }
+
+  function fillTooltip(t) {
+    const p = t.p.raw;
+    const name = t.current ? (p.label ? String(p.label) : "current circuit") : t.s.name;
+    const measure = MEASURES[o.measure] ? o.measure : "faithfulness";
+    const rows = [
+      ["n_edges", "edges", formatValue(p.n_edges)],
+      ["fraction", "fraction", isNum(p.fraction) ? `${formatValue(p.fraction)} (${formatPercent(p.fraction)})` : "–"],
+      ["n_real_edges", "real edges", formatValue(p.n_real_edges)],
+      ["real_fraction", "real fraction", isNum(p.real_fraction) ? formatPercent(p.real_fraction) : "–"],
+      ["faithfulness", "faithfulness", formatValue(p.faithfulness)],
+      ["soft", "soft", formatValue(p.soft)],
+      ["hard", "hard", formatValue(p.hard)],
+      ["kl", "KL", formatValue(p.kl)],
+    ];
+    const sw = t.current
+      ? h("span", { class: "pc-swatch", style: { background: "#fbbf24", border: `2px solid ${CURRENT}`, borderRadius: "50%" } })
+      : h("span", { class: "pc-swatch", style: { background: t.s.color } });
+    tip.replaceChildren(
+      h("div", { class: "pc-tip-head" }, sw, h("span", { class: "pc-tip-name" }, name)),
+      h("table", {}, h("tbody", {}, rows.map(([key, label, v]) =>
+        h("tr", { "data-key": key, class: key === measure ? "pc-on" : null },
+          h("th", {}, label), h("td", {}, v))))),
+    );
+  }
+
+  function placeTooltip(t) {
+    const rect = svg.getBoundingClientRect(), host = root.getBoundingClientRect();
+    const k = lastWidth ? rect.width / lastWidth : 1;
+    const px = rect.left - host.left + t.px * k, py = rect.top - host.top + t.py * k;
+    const tw = tip.offsetWidth, th = tip.offsetHeight;
+    let left = px + 14, top = py - th - 10;
+    if (left + tw > host.width) left = px - tw - 14;
+    if (top < 0) top = py + 14;
+    tip.style.left = `${Math.max(0, left)}px`;
+    tip.style.top = `${top}px`;
+  }
+
+  function hover(seriesIndex, index) {
+    if (seriesIndex == null) { showTarget(null); return; }
+    const t = targets.find((t) => (seriesIndex === -1 ? t.current
+      : t.s && t.s.index === seriesIndex && t.p.i === index));
+    showTarget(t ?? null);
+  }
+
+  render();
+
+  let ro = null;
+  if (o.width == null && typeof ResizeObserver !== "undefined") {
+    ro = new ResizeObserver(() => {
+      if (o.width == null && container.clientWidth && width() !== lastWidth) render();
+    });
+    ro.observe(container);
+  }
+
+  return {
+    update(newOpts = {}) { o = { ...o, ...newOpts }; tip.hidden = true; render(); },
+    destroy() { ro?.disconnect(); root.remove(); },
+    get svg() { return svg; },
+    toSVG: () => svgString(svg),
+    toPNG: (scale = 2) => pngBlob(svg, scale),
+    hover,
+  };
+}
+
+let measureCtx = null;
+/** Width in px of `text` in the chart font (canvas measurement; an estimate without a canvas). */
+function textWidth(text, size) {
+  try {
+    measureCtx ??= document.createElement("canvas").getContext("2d");
+    if (measureCtx) {
+      measureCtx.font = `${size}px ${FONT}`;
+      return measureCtx.measureText(String(text)).width;
+    }
+  } catch { /* no canvas */ }
+  return String(text).length * size * 0.58;
+}
+
+/** A standalone SVG document of a chart's `<svg>` (hover cues left out). */
+export function svgString(svgEl) {
+  const copy = svgEl.cloneNode(true);
+  copy.querySelectorAll(".pc-hover-ring, title").forEach((n) => n.remove());
+  copy.removeAttribute("class");
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${new XMLSerializer().serializeToString(copy)}\n`;
+}
+
+/** A PNG of a chart's `<svg>` at `scale` times its size. */
+export function pngBlob(svgEl, scale = 2) {
+  const w = Number(svgEl.getAttribute("width")), hgt = Number(svgEl.getAttribute("height"));
+  const url = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svgString(svgEl))}`;
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.round(w * scale);
+      canvas.height = Math.round(hgt * scale);
+      const ctx = canvas.getContext("2d");
+      ctx.fillStyle = "#fff";
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+      canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("PNG export failed"))), "image/png");
+    };
+    img.onerror = () => reject(new Error("PNG export: the SVG could not be drawn"));
+    img.src = url;
+  });
+}
