@@ -1,0 +1,77 @@
+"""What attention heads do, for hover cards and labs: where they attend (per span pair, from
+the data) and which tokens their OV circuit promotes (a logit-lens view of their weights).
+
+Example:
+    >>> att = pw.heads.span_attention(model, ds)           # [L, H, S_query, S_key]   # doctest: +SKIP
+    >>> pw.heads.ov_promotions(model, ds, k=5)["a2.h1"]                              # doctest: +SKIP
+    {'promotes': [['ĠMary', 'ĠMary', 7.1], ...], 'copying': 0.92}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .ablation import read_activations
+
+
+def span_attention(model, ds, batch_size: int | None = 64) -> np.ndarray:
+    """[L, H, S, S] mean attention an average query token of span r pays to all key tokens of
+    span s (rows sum to 1 over s), averaged over the dataset's clean prompts."""
+    ad = model.adapter
+    L, H, S = ad.config.n_layers, ad.config.n_heads, len(ds.schema)
+    total = torch.zeros(L, H, S, S, dtype=torch.float64)
+    queries = torch.zeros(S, dtype=torch.float64)
+    for batch in ds.batches(batch_size, device=model.device):
+        acts = read_activations(model, batch.clean_ids)
+        onehot = batch.span_onehot(torch.float64)                          # [B, S, T]
+        queries += onehot.sum((0, 2)).cpu()
+        for layer in range(L):
+            p = ad.attention_pattern(acts.q[layer], acts.k[layer], layer).to(torch.float64)
+            to_span = torch.einsum("bhqk,bsk->bhqs", p, onehot)            # key tokens summed
+            total[layer] += torch.einsum("bhqs,brq->hrs", to_span, onehot).cpu()
+    return (total / queries.clamp(min=1)[None, None, :, None]).numpy()
+
+
+@torch.no_grad()
+def ov_promotions(model, ds=None, k: int = 5, token_ids=None) -> dict:
+    """For every head ``a{L}.h{H}``, the output tokens its OV circuit promotes most.
+
+    Each input token's embedding goes through the head's own norm, W_V and W_O and is unembedded
+    (a weight-based logit lens, no positions, other components ignored). Scores are centred per
+    input token; an output token's score is its best over input tokens. Inputs and outputs are the
+    tokens of ``ds`` (or ``token_ids``; without either, the whole vocabulary up to 4096 tokens).
+
+    Returns ``{head: {"promotes": [[output, from_input, score], ...] (k best), "copying": the
+    fraction of input tokens whose most promoted output is the token itself}}``.
+    """
+    ad, hf, tok = model.adapter, model.hf, model.tokenizer
+    if token_ids is None:
+        if ds is not None:
+            ids = {i for e in ds.examples for i in e.clean_ids}
+            ids |= {e.correct_id for e in ds.examples} | {e.incorrect_id for e in ds.examples}
+            token_ids = sorted(ids)
+        else:
+            token_ids = list(range(min(hf.get_input_embeddings().weight.shape[0], 4096)))
+    ids = torch.as_tensor(token_ids, device=model.device)
+    names = tok.convert_ids_to_tokens(ids.tolist()) if tok is not None else [str(i) for i in ids]
+    emb = hf.get_input_embeddings().weight[ids]                           # [n, D]
+    unemb = hf.get_output_embeddings().weight[ids]                        # [n, D]
+    out: dict = {}
+    for layer in range(ad.config.n_layers):
+        normed = ad.norm(hf, layer, "attn")(emb)
+        per_slot = normed[None, :, None, None, :].expand(1, -1, 3, ad.config.n_heads, -1)
+        v = ad.qkv_from_normed(layer, per_slot)[2][0]                     # [H, n, dh]
+        w_o = ad.W_O(layer).to(v.dtype)                                   # [H, dh, D]
+        logits = torch.einsum("hnd,hdD,mD->hnm", v, w_o, unemb.to(v.dtype)).float()
+        logits = logits - logits.mean(-1, keepdim=True)                   # centre per input
+        best, best_in = logits.max(1)                                     # [H, m]
+        copying = (logits.argmax(-1) == torch.arange(len(ids), device=ids.device)).float().mean(-1)
+        for h in range(ad.config.n_heads):
+            top = torch.topk(best[h], min(k, len(ids))).indices.tolist()
+            out[f"a{layer}.h{h}"] = {
+                "promotes": [[names[j], names[int(best_in[h, j])], round(float(best[h, j]), 4)]
+                             for j in top],
+                "copying": round(float(copying[h]), 4),
+            }
+    return out
