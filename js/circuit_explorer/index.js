@@ -181,7 +181,7 @@ function render({ model, el }) {
     const out = [];
     for (const r of list) {
       const dash = d.kind[r] > 0 ? ' stroke-dasharray="4 2.5"' : "";
-      out.push(`<path data-row="${r}" d="${pathD(r)}" stroke="${edgeColor(d.score[r])}" stroke-width="${strokeWidth(d.score[r], m).toFixed(2)}" stroke-opacity="0.78" fill="none"${dash}/>`);
+      out.push(`<path data-row="${r}" d="${pathD(r)}" stroke="${edgeColor(d.score[r])}" stroke-width="${strokeWidth(d.score[r], m, drawn.length).toFixed(2)}" stroke-opacity="0.78" fill="none"${dash}/>`);
     }
     return out.join("");
   }
@@ -254,7 +254,7 @@ function render({ model, el }) {
       ctx.moveTo(b[0], b[1]);
       ctx.bezierCurveTo(b[2], b[3], b[4], b[5], b[6], b[7]);
       ctx.strokeStyle = edgeColor(d.score[r]);
-      ctx.lineWidth = strokeWidth(d.score[r], m);
+      ctx.lineWidth = strokeWidth(d.score[r], m, drawn.length);
       ctx.setLineDash(d.kind[r] > 0 ? [4, 2.5] : []);
       ctx.stroke();
     }

@@ -87,9 +87,10 @@ export function hitEdge(samples, rowsDrawn, px, py, radius = 5) {
 }
 
 /** Stroke width by |score| relative to the largest drawn |score|. */
-export function strokeWidth(score, maxAbs) {
+export function strokeWidth(score, maxAbs, drawn = 0) {
   if (!(maxAbs > 0)) return 1;
-  return 0.6 + 3.4 * Math.sqrt(Math.abs(score) / maxAbs);
+  const widest = drawn > 2000 ? 1.8 : drawn > 500 ? 2.6 : 3.4;  // thinner when dense
+  return 0.5 + widest * Math.sqrt(Math.abs(score) / maxAbs);
 }
 
 export const POSITIVE = "#2166ac";

@@ -83,6 +83,8 @@ export async function mountAll(root = document) {
     const model = createModel(state, {
       onSend: (msg) => el.dispatchEvent(new CustomEvent("peap-send", { detail: msg })),
     });
+    // A page may stand in for a kernel (tests do: they answer "peap-send" events).
+    model.kernel = Boolean(window.peapStandalone?.kernel);
     await widget.initialize?.({ model });
     const cleanup = await widget.render({ model, el });
     mounted.push({ model, el, cleanup });
