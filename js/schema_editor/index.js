@@ -1,1 +1,419 @@
-export default { render({ el }) { el.textContent = "schema_editor: being built"; } };
+// SchemaEditor front end: draws the state (traits) and turns clicks and keys into edits.
+// The edits themselves (span assignment, span types, validation, undo) are in logic.js.
+import css from "./style.css";
+import { download, h, injectStyle } from "../lib/dom.js";
+import { onChange } from "../lib/model.js";
+import * as L from "./logic.js";
+
+const HELP = [
+  ["Select", "click · shift-click · drag · Ctrl+A"],
+  ["Assign", "1–9 or a span type button · 0 / Del clears"],
+  ["Examples", "← → or j k · n next invalid"],
+  ["Undo", "Ctrl+Z · redo Ctrl+Shift+Z / Ctrl+Y"],
+  ["•", "required span (never empty)"],
+];
+
+/** Replace an element's children, skipping null / false ones. */
+const fill = (el, ...children) => el.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
+const clamp = (x, lo, hi) => Math.max(lo, Math.min(hi, x));
+const pad = (ranges, n) => Array.from({ length: n }, (_, j) => ranges?.[j] ?? null);
+const rangeText = (r) => (r == null ? "not annotated" : r[0] === r[1] ? "empty" : `[${r[0]}, ${r[1]})`);
+
+function render({ model, el }) {
+  injectStyle(el, "schema-editor", css);
+  const root = h("div", {
+    class: "pse", tabindex: "0",
+    // keep JupyterLab's command-mode shortcuts (j, k, arrows, z...) out of the editor
+    "data-lm-suppress-shortcuts": "true", "data-p-suppress-shortcuts": "true",
+  });
+  const box = {};
+  for (const name of ["header", "palette", "panel", "nav", "prompt", "tokens", "spans", "status", "help"]) {
+    box[name] = root.appendChild(h("div", { class: `pse-${name}` }));
+  }
+  el.append(root);
+
+  // UI state that is not synced: the selection, the open panels, the undo history.
+  const ui = { sel: null, dragging: false, panel: false, colorOf: -1, notice: "", typeError: "",
+    history: L.createHistory(), own: false };
+
+  const get = (name) => model.get(name);
+  const types = () => get("span_types") ?? [];
+  const tokens = () => get("tokens") ?? [];
+  const current = () => clamp(get("current") ?? 0, 0, Math.max(0, tokens().length - 1));
+  const state = () => ({ span_types: types(), annotations: get("annotations") ?? [] });
+  const snapshot = () => ({ ...state(), current: current() });
+
+  function write(values, opts = {}) {
+    ui.own = true;
+    try {
+      for (const [k, v] of Object.entries(values)) model.set(k, v);
+      model.save_changes();
+    } finally {
+      ui.own = false;
+    }
+    draw(opts);
+  }
+
+  /** An undoable edit of span_types / annotations. */
+  function commit(values, opts) {
+    ui.history = L.record(ui.history, snapshot());
+    ui.notice = "";
+    write(values, opts);
+  }
+
+  function restore(step) {
+    const r = step(ui.history, snapshot());
+    if (!r) return say(step === L.undo ? "Nothing to undo." : "Nothing to redo.");
+    ui.history = r.history;
+    ui.sel = null;
+    write({ span_types: r.state.span_types, annotations: r.state.annotations, current: r.state.current });
+  }
+
+  function say(text) {
+    ui.notice = text;
+    drawStatus();
+  }
+
+  // --- edits -----------------------------------------------------------------------------
+
+  function editCurrent(fn) {
+    const n = types().length;
+    commit({ annotations: L.editExample(get("annotations"), current(), (r) => fn(pad(r, n))) });
+  }
+
+  function selected() {
+    const r = L.selectionRange(ui.sel);
+    const len = tokens()[current()]?.length ?? 0;
+    return r && len ? [clamp(r[0], 0, len - 1), clamp(r[1], 1, len)] : null;
+  }
+
+  function assignType(k) {
+    const st = types();
+    if (k >= st.length) return say(`There is no span type ${k + 1}.`);
+    const r = selected();
+    if (!r) return say(`Select tokens first (click, shift-click or drag), then press ${k + 1} to make them ${st[k].name}.`);
+    ui.sel = null;
+    editCurrent((ranges) => L.assign(ranges, k, r[0], r[1]));
+  }
+
+  function clearSelection() {
+    const r = selected();
+    if (!r) return say("Select tokens first to clear their span.");
+    ui.sel = null;
+    editCurrent((ranges) => L.clearTokens(ranges, r[0], r[1]));
+  }
+
+  function go(i) {
+    const n = tokens().length;
+    if (!n) return;
+    ui.sel = null;
+    ui.notice = "";
+    write({ current: clamp(i, 0, n - 1) });
+  }
+
+  function nextInvalid() {
+    const { errors } = summary();
+    const n = errors.length;
+    for (let d = 1; d <= n; d++) {
+      const i = (current() + d) % n;
+      if (errors[i]) return go(i);
+    }
+    say("Every example is valid.");
+  }
+
+  function summary() {
+    return L.summarize(types(), get("annotations") ?? [], tokens().map((t) => t.length));
+  }
+
+  function renameType(i, input) {
+    const name = input.value;
+    if (name === types()[i]?.name) return;
+    const why = L.checkName(types(), name, i);
+    if (why) {
+      input.value = types()[i].name;
+      ui.typeError = `Cannot rename: ${why}.`;
+      return drawPanel();
+    }
+    ui.typeError = "";
+    commit(L.updateSpanType(state(), i, { name }), { keepPanel: true });
+  }
+
+  function addType(input) {
+    const name = input.value.trim();
+    const why = L.checkName(types(), name);
+    if (why) {
+      ui.typeError = `Cannot add: ${why}.`;
+      return drawPanel();
+    }
+    ui.typeError = "";
+    const color = L.nextColor(get("palette") ?? ["#4e79a7"], types());
+    commit(L.addSpanType(state(), { name, color, required: false }));
+    box.panel.querySelector("[data-field='new-name']")?.focus();
+  }
+
+  function downloadFile() {
+    const toks = tokens();
+    const doc = L.fileContent(types(), get("annotations") ?? [], get("examples") ?? toks.map(() => ({})),
+      toks.map((t) => t.length));
+    const name = (get("save_path") || "annotations.json").split(/[\\/]/).pop();
+    download(name, JSON.stringify(doc, null, 1), "application/json");
+  }
+
+  // --- drawing ---------------------------------------------------------------------------
+
+  function draw(opts = {}) {
+    const sum = summary();
+    drawHeader(sum);
+    drawPalette();
+    if (!opts.keepPanel) drawPanel();
+    drawNav(sum);
+    drawExample(sum.errors[current()] ?? null);
+    drawStatus(sum.errors[current()] ?? null);
+    box.help.replaceChildren(...HELP.map(([k, v]) => h("span", {}, h("b", {}, k), " ", v)));
+  }
+
+  function button(label, action, onclick, attrs = {}) {
+    return h("button", {
+      type: "button", class: "pse-btn", "data-action": action, ...attrs,
+      onclick: (e) => { onclick(e); root.focus({ preventScroll: true }); },
+    }, label);
+  }
+
+  function drawHeader(sum) {
+    const offline = model.kernel === false;
+    const path = get("save_path");
+    const saved = offline ? "Offline page: edits stay in this page; Download JSON keeps them."
+      : path ? `Autosaved to ${path}` : "Not saved to a file (SchemaEditor(..., path=...) autosaves).";
+    fill(box.header,
+      h("div", { class: "pse-title" }, "Span schema"),
+      h("div", { class: "pse-counts", "data-role": "counts" },
+        h("span", { class: "pse-count ok" }, h("b", { "data-role": "valid-count" }, sum.valid), " valid"),
+        h("span", { class: `pse-count ${sum.invalid ? "bad" : ""}` },
+          h("b", { "data-role": "invalid-count" }, sum.invalid), " invalid"),
+        h("span", { class: "pse-muted" }, `of ${sum.errors.length} examples`)),
+      h("div", { class: "pse-saved pse-muted", "data-role": "save-status", title: saved }, saved),
+      h("div", { class: "pse-actions" },
+        button("↶ Undo", "undo", () => restore(L.undo), { disabled: !ui.history.past.length, title: "Undo (Ctrl+Z)" }),
+        button("↷ Redo", "redo", () => restore(L.redo), { disabled: !ui.history.future.length, title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" }),
+        button("Span types…", "types", () => { ui.panel = !ui.panel; drawPanel(); },
+          { class: `pse-btn ${ui.panel ? "on" : ""}`, title: "Add, rename, recolour, reorder, delete span types" }),
+        button("Download JSON", "download", downloadFile, { title: "The annotation file (SchemaEditor(ds, path=file) resumes it)" })),
+    );
+  }
+
+  function drawPalette() {
+    const st = types();
+    fill(box.palette,
+      ...st.map((t, k) => h("button", {
+        type: "button", class: "pse-type", "data-span-type": t.name, "data-index": k,
+        title: `Make the selected tokens ${t.name}${k < 9 ? ` (key ${k + 1})` : ""}`,
+        style: { background: L.tint(t.color, 0.22), borderColor: t.color },
+        onmousedown: (e) => e.preventDefault(),   // keep the selection and the focus
+        onclick: () => assignType(k),
+      }, k < 9 ? h("kbd", {}, k + 1) : null, h("span", { class: "pse-swatch", style: { background: t.color } }),
+      t.name, t.required || k === st.length - 1 ? h("span", { class: "pse-req", title: "required: never empty" }, "•") : null)),
+      h("button", { type: "button", class: "pse-type pse-clear", "data-action": "clear",
+        title: "Unlabel the selected tokens (0, Delete)", onmousedown: (e) => e.preventDefault(),
+        onclick: clearSelection }, h("kbd", {}, "0"), "clear"),
+      h("span", { class: "pse-muted pse-selinfo", "data-role": "selection" }),
+    );
+    paintSelection();
+  }
+
+  function drawPanel() {
+    if (!ui.panel) { box.panel.replaceChildren(); return; }
+    const st = types();
+    const palette = get("palette") ?? [];
+    const rows = st.map((t, i) => {
+      const last = i === st.length - 1;
+      const row = h("tr", { "data-type-row": t.name },
+        h("td", {}, h("button", { type: "button", class: "pse-swatch big", "data-action": "color",
+          title: "Recolour", style: { background: t.color },
+          onclick: () => { ui.colorOf = ui.colorOf === i ? -1 : i; drawPanel(); } })),
+        h("td", {}, h("input", { type: "text", value: t.name, "data-field": "name", "aria-label": "span type name",
+          onchange: (e) => renameType(i, e.target),
+          onkeydown: (e) => { if (e.key === "Enter") e.target.blur(); if (e.key === "Escape") { e.target.value = t.name; e.target.blur(); } } })),
+        h("td", {}, h("label", { title: last ? "The last span holds the last token: always required" : "Required spans may not be empty" },
+          h("input", { type: "checkbox", "data-field": "required", checked: t.required || last, disabled: last,
+            onchange: (e) => commit(L.updateSpanType(state(), i, { required: e.target.checked })) }), " required")),
+        h("td", { class: "pse-order" },
+          button("↑", "up", () => commit(L.moveSpanType(state(), i, i - 1)), { disabled: i === 0, title: "Move earlier" }),
+          button("↓", "down", () => commit(L.moveSpanType(state(), i, i + 1)), { disabled: last, title: "Move later" }),
+          button("Delete", "delete", () => commit(L.removeSpanType(state(), i)),
+            { disabled: st.length === 1, title: "Delete this span type (its tokens become unlabelled)" })),
+      );
+      if (ui.colorOf !== i) return [row];
+      const pick = (color) => { ui.colorOf = -1; commit(L.updateSpanType(state(), i, { color })); };
+      return [row, h("tr", { class: "pse-colors" }, h("td", { colspan: 4 },
+        ...palette.map((c) => h("button", { type: "button", class: "pse-swatch big", "data-color": c,
+          title: c, style: { background: c }, onclick: () => pick(c) })),
+        h("input", { type: "color", value: L.isColor(t.color) ? t.color : "#888888", "data-field": "color",
+          title: "Any colour", onchange: (e) => pick(e.target.value) })))];
+    }).flat();
+    const add = h("input", { type: "text", placeholder: "new span type", "data-field": "new-name",
+      onkeydown: (e) => { if (e.key === "Enter") addType(e.target); } });
+    fill(box.panel,
+      h("table", { class: "pse-table" }, h("tbody", {}, ...rows)),
+      h("div", { class: "pse-add" }, add, button("Add", "add-type", () => addType(add)),
+        h("span", { class: "pse-muted" }, "New span types go before the last one and start empty.")),
+      ui.typeError ? h("div", { class: "pse-type-error", "data-role": "type-error" }, ui.typeError) : null,
+    );
+  }
+
+  function drawNav(sum) {
+    const n = sum.errors.length;
+    const cur = current();
+    fill(box.nav,
+      button("‹", "prev", () => go(cur - 1), { disabled: cur === 0, title: "Previous example (← or k)" }),
+      h("span", { class: "pse-position", "data-role": "position" }, `Example ${cur + 1} / ${n}`),
+      button("›", "next", () => go(cur + 1), { disabled: cur >= n - 1, title: "Next example (→ or j)" }),
+      button("Next invalid", "next-invalid", nextInvalid, { disabled: !sum.invalid, title: "n" }),
+      h("div", { class: "pse-strip" }, ...sum.errors.map((err, i) => h("button", {
+        type: "button", "data-example": i, tabindex: "-1",
+        class: `pse-dot ${err ? "bad" : "ok"} ${i === cur ? "current" : ""}`,
+        title: `Example ${i + 1}: ${err ? `${err.span ?? ""} ${err.rule}` : "valid"}`,
+        onclick: () => { go(i); root.focus({ preventScroll: true }); },
+      }))),
+    );
+  }
+
+  function drawExample(err) {
+    const cur = current();
+    const toks = tokens()[cur] ?? [];
+    const st = types();
+    const ranges = pad(get("annotations")?.[cur], st.length);
+    const fields = get("examples")?.[cur] ?? {};
+    fill(box.prompt,
+      h("span", { class: "pse-clean" }, fields.clean ?? ""),
+      fields.correct != null ? h("span", { class: "pse-answer" }, ` → ${fields.correct}`,
+        fields.incorrect != null ? h("span", { class: "pse-muted" }, ` (not ${fields.incorrect})`) : null) : null,
+    );
+    const { labels, overlap } = L.labelsOf(ranges, toks.length);
+    const errIndex = err?.span != null ? st.findIndex((t) => t.name === err.span) : -1;
+    const bad = (i) => !!err?.tokens && i >= err.tokens[0] && i < err.tokens[1];
+    box.tokens.replaceChildren(...toks.map((tok, i) => {
+      const u = labels[i];
+      const t = st[u];
+      const first = u !== -1 && labels[i - 1] !== u;
+      return h("div", {
+        class: ["pse-chip", t ? "labelled" : "unlabelled", bad(i) ? "error" : "",
+          overlap[i] ? "overlap" : ""].join(" ").trim(),
+        "data-token": i, "data-span": t?.name ?? "", title: `token ${i}: ${JSON.stringify(tok)}${t ? ` — ${t.name}` : ""}`,
+        style: t ? { background: L.tint(t.color, 0.28), borderColor: t.color } : {},
+      }, h("span", { class: "pse-tag", style: t ? { color: L.tint(t.color, 1) } : {} }, first ? t.name : "\u00a0"),
+      h("span", { class: "pse-text" }, L.displayToken(tok)),
+      h("span", { class: "pse-idx" }, i));
+    }));
+    box.spans.replaceChildren(...st.map((t, k) => h("div", {
+      class: `pse-span ${k === errIndex ? "error" : ""}`, "data-span-row": t.name,
+    }, h("span", { class: "pse-swatch", style: { background: t.color } }),
+    h("span", { class: "pse-span-name" }, t.name),
+    h("span", { class: "pse-range", "data-role": "range" }, rangeText(ranges[k])),
+    h("button", { type: "button", class: "pse-mini", "data-action": "empty",
+      title: `Mark ${t.name} empty in this example`, onclick: () => { editCurrent((r) => L.setEmpty(r, k)); root.focus({ preventScroll: true }); } }, "∅"))));
+    paintSelection();
+  }
+
+  function drawStatus(err = summary().errors[current()] ?? null) {
+    const cur = current();
+    const parts = [];
+    if (err) {
+      parts.push(h("div", { class: "pse-error", "data-role": "error", "data-rule": err.rule, "data-span": err.span ?? "" },
+        h("b", {}, `Example ${cur + 1} is invalid`),
+        err.span != null ? [" — span ", h("code", {}, err.span)] : null, `: ${err.message} `,
+        h("span", { class: "pse-rule" }, err.rule)));
+    } else if (tokens().length) {
+      parts.push(h("div", { class: "pse-ok", "data-role": "ok" }, `✓ Example ${cur + 1} is valid`));
+    }
+    if (ui.notice) parts.push(h("div", { class: "pse-notice", "data-role": "notice" }, ui.notice));
+    fill(box.status, parts);
+  }
+
+  /** Show the selection on the chips without redrawing them (cheap while dragging). */
+  function paintSelection() {
+    const r = selected();
+    for (const chip of box.tokens.children) {
+      const i = Number(chip.dataset.token);
+      chip.classList.toggle("selected", !!r && i >= r[0] && i < r[1]);
+    }
+    const info = box.palette.querySelector("[data-role='selection']");
+    if (info) {
+      info.textContent = r ? `${r[1] - r[0]} token${r[1] - r[0] > 1 ? "s" : ""} selected [${r[0]}, ${r[1]}): press 1–9 or click a span type`
+        : "Select tokens by click, shift-click or drag.";
+    }
+  }
+
+  // --- events ----------------------------------------------------------------------------
+
+  const chipOf = (e) => e.target.closest?.("[data-token]");
+  box.tokens.addEventListener("mousedown", (e) => {
+    if (e.button !== 0) return;
+    e.preventDefault();
+    root.focus({ preventScroll: true });
+    const chip = chipOf(e);
+    if (!chip) { ui.sel = null; paintSelection(); return; }
+    const i = Number(chip.dataset.token);
+    ui.sel = e.shiftKey && ui.sel ? { anchor: ui.sel.anchor, focus: i } : { anchor: i, focus: i };
+    ui.dragging = true;
+    ui.notice = "";
+    paintSelection();
+    drawStatus();
+  });
+  box.tokens.addEventListener("mouseover", (e) => {
+    const chip = chipOf(e);
+    if (!ui.dragging || !chip || !ui.sel) return;
+    ui.sel = { anchor: ui.sel.anchor, focus: Number(chip.dataset.token) };
+    paintSelection();
+  });
+  const endDrag = () => { ui.dragging = false; };
+  window.addEventListener("mouseup", endDrag);
+
+  root.addEventListener("keydown", (e) => {
+    if (e.target.closest?.("input, textarea, select")) return;   // typing in the span-type panel
+    const key = e.key;
+    const mod = e.ctrlKey || e.metaKey;
+    let handled = true;
+    if (mod && key.toLowerCase() === "z") restore(e.shiftKey ? L.redo : L.undo);
+    else if (mod && key.toLowerCase() === "y") restore(L.redo);
+    else if (mod && key.toLowerCase() === "a") {
+      const n = tokens()[current()]?.length ?? 0;
+      ui.sel = n ? { anchor: 0, focus: n - 1 } : null;
+      paintSelection();
+    } else if (mod || e.altKey) handled = false;
+    else if (e.shiftKey && (key === "ArrowLeft" || key === "ArrowRight") && ui.sel) {
+      const n = tokens()[current()]?.length ?? 1;
+      ui.sel = { anchor: ui.sel.anchor, focus: clamp(ui.sel.focus + (key === "ArrowLeft" ? -1 : 1), 0, n - 1) };
+      paintSelection();
+    } else if (key === "ArrowLeft" || key === "k") go(current() - 1);
+    else if (key === "ArrowRight" || key === "j") go(current() + 1);
+    else if (/^[1-9]$/.test(key)) assignType(Number(key) - 1);
+    else if (key === "0" || key === "Delete" || key === "Backspace") clearSelection();
+    else if (key === "Escape") { ui.sel = null; ui.colorOf = -1; paintSelection(); }
+    else if (key === "n") nextInvalid();
+    else handled = false;
+    if (handled) {
+      e.preventDefault();
+      e.stopPropagation();
+    }
+  });
+
+  // Changes from Python (or another view): redraw; edits from elsewhere end this view's undo
+  // history, whose snapshots would undo them too.
+  const stopEdits = onChange(model, ["span_types", "annotations"], () => {
+    if (ui.own) return;
+    ui.history = L.createHistory();
+    draw();
+  });
+  const stopOther = onChange(model, ["tokens", "examples", "current", "palette", "save_path"], () => {
+    if (!ui.own) draw();
+  });
+
+  draw();
+  return () => {
+    window.removeEventListener("mouseup", endDrag);
+    stopEdits();
+    stopOther();
+  };
+}
+
+export default { render };

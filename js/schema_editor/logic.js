@@ -43,12 +43,14 @@ export function asRange(v) {
   return Array.isArray(v) && v.length === 2 && isInt(v[0]) && isInt(v[1]) ? [v[0], v[1]] : null;
 }
 
-const fail = (rule, span, message) => ({ rule, span, message });
+// `tokens`: the token range [a, b) to mark in the page (null when there is none to show).
+const fail = (rule, span, message, tokens = null) => ({ rule, span, message, tokens });
 
 /**
  * Check one example's spans {name: [start, end)} against `schema` ({spans: [names],
  * required: [names]}; the last span is always required). Returns null when valid, else the
- * first broken rule as {rule, span, message}, in the order and words of `Schema.validate`.
+ * first broken rule as {rule, span, message, tokens}, in the order and words of
+ * `Schema.validate` (`tokens`: the tokens to mark, [a, b) or null).
  */
 export function validate(schema, spans, length) {
   const names = schema.spans;
@@ -77,15 +79,18 @@ export function validate(schema, spans, length) {
     }
     const [start, end] = r;
     if (start < 0 || end > length) {
+      const inside = [Math.max(0, start), Math.min(length, end)];
       return fail("out_of_range", name,
-        `range [${start}, ${end}) lies outside the prompt's ${length} tokens`);
+        `range [${start}, ${end}) lies outside the prompt's ${length} tokens`,
+        inside[0] < inside[1] ? inside : null);
     }
     if (start > end) return fail("reversed", name, `range [${start}, ${end}) ends before it starts`);
     if (start !== expected) {
       const what = start > expected ? "a gap before it" : "an overlap with the span before";
       return fail("contiguous", name,
         `range [${start}, ${end}) must start at token ${expected}, where the previous span ends ` +
-        `(${what}; spans cover every token in schema order)`);
+        `(${what}; spans cover every token in schema order)`,
+        start > expected ? [expected, start] : [start, Math.max(start + 1, Math.min(expected, end))]);
     }
     if (start === end && required.has(name)) {
       return fail("nonempty", name, "span is empty but the schema requires it");
@@ -96,7 +101,8 @@ export function validate(schema, spans, length) {
   if (last[0] !== length - 1 || last[1] !== length) {
     return fail("last_token_alone", names[names.length - 1],
       `the last span must hold exactly the last token [${length - 1}, ${length}), ` +
-      `got [${last[0]}, ${last[1]})`);
+      `got [${last[0]}, ${last[1]})`,
+      last[0] < last[1] ? [last[0], last[1]] : [length - 1, length]);
   }
   return null;
 }

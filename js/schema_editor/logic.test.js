@@ -41,6 +41,14 @@ describe("validate (same rules as Schema.validate)", () => {
     const lastEmpty = { IO: [0, 2], S1: [2, 3], S2: [3, 6], END: [6, 6] };
     expect(validate(SCHEMA, lastEmpty, 6)).toMatchObject({ rule: "nonempty", span: "END" });
   });
+  it("says which tokens to mark", () => {
+    expect(validate(SCHEMA, { ...ok, S2: [3, 5] }, 6).tokens).toEqual([2, 3]);   // the gap
+    expect(validate(SCHEMA, { ...ok, S2: [1, 5] }, 6).tokens).toEqual([1, 2]);   // the overlap
+    expect(validate(SCHEMA, { ...ok, END: [5, 7] }, 6).tokens).toEqual([5, 6]);
+    const last = { IO: [0, 2], S1: [2, 2], S2: [2, 4], END: [4, 6] };
+    expect(validate(SCHEMA, last, 6).tokens).toEqual([4, 6]);
+    expect(validate(SCHEMA, { ...ok, S2: [5, 2] }, 6).tokens).toBeNull();
+  });
   it("words messages as Python does", () => {
     expect(validate(SCHEMA, { ...ok, S2: [3, 5] }, 6).message).toBe(
       "range [3, 5) must start at token 2, where the previous span ends (a gap before it; " +

@@ -1,7 +1,527 @@
-"""SchemaEditor (being built)."""
+"""SchemaEditor: tag the token spans of every example by hand, in a notebook or an offline page.
 
+Example:
+    >>> editor = pw.SchemaEditor(ds, path="ioi_spans.json")          # doctest: +SKIP
+    >>> editor                                  # annotate in the notebook; autosaved on each change
+    >>> editor.validation()                     # invalid examples: example, span, rule, message
+    >>> ds2 = editor.dataset                    # a pw.Dataset once every example is valid
+
+State (the synced traits; the front end edits the first two):
+
+- ``span_types``: ``[{"name", "color", "required"}]`` in schema order. The last span type is
+  always required (it holds exactly the last token); ``required`` marks the others that may not
+  be empty.
+- ``annotations``: one list per example, one entry per span type in schema order: ``[start, end]``
+  (a token range, end-exclusive, ``start == end`` for an empty span) or ``None`` when that span is
+  not annotated yet in that example. Ranges are exactly what ``Schema.validate`` checks, so an
+  example is valid when its ranges cover every token in schema order (DESIGN.md section 7).
+- ``tokens`` (token strings per example), ``examples`` (each record's other fields: clean,
+  corrupted, correct, incorrect, ...), ``palette``, ``current`` (the example shown), ``save_path``.
+
+Assigning a span type to selected tokens (in the page) makes that span exactly the selection;
+the other spans give the selected tokens up and tokens the span left go to its bordering span,
+so an ordered contiguous cover stays one (the rules are in ``js/schema_editor/logic.js``,
+``assign``). Validation runs in the page (same rules and messages as `Schema.validate`) and in
+Python (`validation`, `dataset`).
+
+The autosave file is a ``pw.Dataset.to_json`` document plus ``span_colors`` and ``lengths`` (tokens
+per example), written atomically on every change: ``pw.Dataset.from_json(path, model)`` loads a
+finished annotation directly, and ``SchemaEditor(ds, path=path)`` resumes one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+import dataclasses
+from pathlib import Path
+
+import traitlets as t
+
+from ..data import FORMAT, Dataset, _encode, _tokenizer_of
+from ..errors import DatasetError, PeapError, SchemaError, _where
+from ..schema import Schema
 from .base import PeapWidget
+
+#: Span type colours, in the order new span types get them (Tableau 10).
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948",
+           "#ff9da7", "#9c755f", "#bab0ac"]
+#: The span type an editor starts with when neither the data nor ``schema=`` names any.
+DEFAULT_SPAN = "END"
+
+_HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 
 
 class SchemaEditor(PeapWidget):
+    """Annotate span schemas by hand: every example's tokens as chips coloured by span type.
+
+    ``SchemaEditor(dataset, schema=None, path=None, model=None)``
+
+    - ``dataset``: a `pw.Dataset` (its spans are the starting point), or a list of records
+      (``clean``, optional ``corrupted``, ``correct``, ``incorrect``, optional ``spans``
+      ``{name: [start, end)}`` in tokens) together with ``model=`` (a pw Model or a tokenizer).
+    - ``schema``: a `pw.Schema` or a list of span names. Default: the dataset's schema, else the
+      span names found in the records (first seen first), else a single span type ``"END"``.
+      Records without spans start with only the last span set, on the last token (its only
+      valid place); spans a record lacks start unannotated.
+    - ``path``: a JSON file autosaved (atomically) on every change. If it exists, its span
+      types (colours too) and annotations are restored; a file of another dataset (other number
+      of examples, prompts or token counts) or bad JSON raises an error and is left untouched.
+
+    In the page: select tokens by click, shift-click or drag; press 1-9 or click a span type in
+    the palette to assign it (0 / Delete clears); ← → or j k change example; Ctrl+Z undo,
+    Ctrl+Shift+Z / Ctrl+Y redo. "Span types" adds, renames, recolours, reorders and deletes span
+    types and marks them required. Counts of valid / invalid examples are always shown; the
+    example and span in error are marked and explained.
+
+    From Python: `schema`, `dataset` (raises a `SchemaError` naming the first invalid example,
+    span and rule), `validation` (a DataFrame), `records`, and the editing methods `set_spans`,
+    `add_span_type`, `rename_span_type`, `set_color`, `set_required`, `move_span_type`,
+    `remove_span_type`. ``to_html(path)`` writes an offline page where the editor still works
+    (its "Download JSON" button saves a file that ``SchemaEditor(ds, path=file)`` resumes).
+
+    Example:
+        >>> editor = pw.SchemaEditor(records, model=model, schema=["IO", "S1", "END"],
+        ...                          path="spans.json")                      # doctest: +SKIP
+        >>> editor.set_spans(0, {"IO": [0, 2], "S1": [2, 5], "END": [5, 6]})  # doctest: +SKIP
+        >>> editor.add_span_type("S2", required=True)    # before the last type  # doctest: +SKIP
+        >>> editor.validation()                                              # doctest: +SKIP
+        >>> ds = editor.dataset                                              # doctest: +SKIP
+    """
+
     _bundle_name = "schema_editor"
+
+    span_types = t.List(t.Dict()).tag(sync=True)
+    annotations = t.List(t.List()).tag(sync=True)
+    tokens = t.List(t.List(t.Unicode())).tag(sync=True)
+    examples = t.List(t.Dict()).tag(sync=True)
+    palette = t.List(t.Unicode(), default_value=PALETTE).tag(sync=True)
+    current = t.Int(0).tag(sync=True)
+    save_path = t.Unicode("").tag(sync=True)
+
+    def __init__(self, dataset, schema=None, path=None, model=None, **kwargs):
+        source = _load_source(dataset, schema, model)
+        state = {"span_types": source["span_types"], "annotations": source["annotations"]}
+        path = Path(path).expanduser() if path is not None else None
+        restored = path is not None and path.exists()
+        if restored:
+            state = read_annotation_file(path, source["examples"], source["tokens"])
+        self._dataset = source["dataset"]
+        self._tokenizer = source["tokenizer"]
+        self._path = None            # no autosave while the traits are first set
+        self._last_saved = None
+        super().__init__(tokens=source["tokens"], examples=source["examples"],
+                         save_path=str(path) if path is not None else "", **state, **kwargs)
+        self._path = path
+        if path is not None and not restored:
+            self.save()
+
+    def __repr__(self) -> str:
+        n = len(self.annotations)
+        invalid = len(self._problems())
+        where = f", path={str(self._path)!r}" if self._path else ""
+        return (f"SchemaEditor({n} examples, span types {self.span_names}, "
+                f"{n - invalid} valid / {invalid} invalid{where})")
+
+    # --- reading the state ------------------------------------------------------------------
+
+    @property
+    def span_names(self) -> list[str]:
+        return [st["name"] for st in self.span_types]
+
+    @property
+    def schema(self) -> Schema:
+        """The span types as a `pw.Schema` (names in order, required set)."""
+        names = self.span_names
+        return Schema(names, [st["name"] for st in self.span_types if st.get("required")])
+
+    def spans(self, i: int) -> dict[str, list[int]]:
+        """Example ``i``'s annotated spans ``{name: [start, end)}`` (unannotated ones left out)."""
+        self._check_example(i)
+        ranges = self.annotations[i]
+        return {name: list(ranges[j]) for j, name in enumerate(self.span_names)
+                if j < len(ranges) and ranges[j] is not None}
+
+    def records(self) -> list[dict]:
+        """Every example as a record (its fields and ``spans``), ready for `Dataset.from_records`."""
+        return [{**fields, "spans": self.spans(i)} for i, fields in enumerate(self.examples)]
+
+    def _problems(self) -> list[SchemaError]:
+        try:
+            schema = self.schema
+        except SchemaError as err:
+            return [err]
+        out = []
+        for i, toks in enumerate(self.tokens):
+            try:
+                schema.validate(self.spans(i), len(toks), example=i)
+            except SchemaError as err:
+                out.append(err)
+        return out
+
+    def validation(self):
+        """The invalid examples, one row each with the first rule broken (the same rules and
+        messages as `Schema.validate` and the page): columns example, span, rule, message."""
+        import pandas as pd
+
+        rows = [{"example": e.example, "span": e.span, "rule": e.rule, "message": _bare(e)}
+                for e in self._problems()]
+        return pd.DataFrame(rows, columns=["example", "span", "rule", "message"])
+
+    @property
+    def dataset(self) -> Dataset:
+        """The annotated examples as a `pw.Dataset`; raises a `SchemaError` naming the first
+        invalid example, span and rule (and how many are invalid) while any is invalid."""
+        problems = self._problems()
+        if problems:
+            first = problems[0]
+            raise SchemaError(f"{_bare(first)} ({len(problems)} of {len(self.tokens)} examples are "
+                              "invalid; editor.validation() lists them)",
+                              example=first.example, span=first.span, rule=first.rule)
+        schema = self.schema
+        if self._dataset is not None:
+            examples = [dataclasses.replace(ex, spans=[tuple(r) for r in self.annotations[i]])
+                        for i, ex in enumerate(self._dataset.examples)]
+            return Dataset(schema, examples, self._dataset.tokenizer)
+        return Dataset.from_records(self.records(), self._tokenizer, schema=schema)
+
+    # --- editing -----------------------------------------------------------------------------
+
+    def set_spans(self, i: int, spans: Mapping[str, Sequence[int] | None], replace: bool = False):
+        """Set example ``i``'s spans ``{name: [start, end) or None}`` (None: not annotated).
+        Spans not named keep their ranges unless ``replace``, which leaves them unannotated."""
+        self._check_example(i)
+        if not isinstance(spans, Mapping):
+            raise SchemaError("spans must be a mapping {name: [start, end)}", example=i, rule="format")
+        names = self.span_names
+        ranges = [None] * len(names) if replace else _row(self.annotations[i], len(names))
+        for name, value in spans.items():
+            if name not in names:
+                raise SchemaError(f"span {name!r} is not in the schema {names}", example=i,
+                                  span=name, rule="unknown_span")
+            ranges[names.index(name)] = None if value is None else _pair(value, i, name)
+        self.annotations = [ranges if j == i else r for j, r in enumerate(self.annotations)]
+
+    def add_span_type(self, name: str, color: str | None = None, required: bool = False,
+                      index: int | None = None):
+        """Add a span type at ``index`` (default: just before the last one). It starts empty in
+        every annotated example (where an empty span fits, the examples stay valid)."""
+        self._check_name(name)
+        n = len(self.span_types)
+        index = max(0, n - 1) if index is None else index
+        if not 0 <= index <= n:
+            raise PeapError(f"index must be between 0 and {n}, got {index}")
+        used = {st.get("color") for st in self.span_types}
+        color = _color(color) if color is not None else next(
+            (c for c in self.palette if c not in used), self.palette[n % len(self.palette)])
+        types = copy.deepcopy(self.span_types)
+        types.insert(index, {"name": name, "color": color, "required": bool(required)})
+        rows = []
+        for ranges in self.annotations:
+            row = _row(ranges, n)
+            annotated = any(r is not None for r in row)
+            row.insert(index, [0, 0] if annotated else None)
+            rows.append(_place_empty(row) if annotated else row)
+        self._set(types, rows)
+
+    def rename_span_type(self, old: str, new: str):
+        """Rename a span type (its annotations keep)."""
+        j = self._type_index(old)
+        if new != old:
+            self._check_name(new)
+        self._update_type(j, name=new)
+
+    def set_color(self, name: str, color: str):
+        """Recolour a span type (``"#rrggbb"``)."""
+        self._update_type(self._type_index(name), color=_color(color))
+
+    def set_required(self, name: str, required: bool = True):
+        """Mark a span type as required (never empty) or optional; the last is always required."""
+        self._update_type(self._type_index(name), required=bool(required))
+
+    def move_span_type(self, name: str, index: int):
+        """Move a span type to position ``index`` of the schema (annotations move with it)."""
+        j = self._type_index(name)
+        n = len(self.span_types)
+        if not 0 <= index < n:
+            raise PeapError(f"index must be between 0 and {n - 1}, got {index}")
+        types = copy.deepcopy(self.span_types)
+        types.insert(index, types.pop(j))
+        rows = []
+        for ranges in self.annotations:
+            row = _row(ranges, n)
+            row.insert(index, row.pop(j))
+            rows.append(row)
+        self._set(types, rows)
+
+    def remove_span_type(self, name: str):
+        """Delete a span type; its tokens become unlabelled in every example."""
+        j = self._type_index(name)
+        if len(self.span_types) == 1:
+            raise SchemaError("a schema needs at least one span", span=name, rule="nonempty_schema")
+        n = len(self.span_types)
+        types = [st for k, st in enumerate(copy.deepcopy(self.span_types)) if k != j]
+        rows = [[r for k, r in enumerate(_row(ranges, n)) if k != j] for ranges in self.annotations]
+        self._set(types, rows)
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The annotation file's content: a `pw.Dataset.to_json` document (schema, examples with
+        their spans) plus ``span_colors`` and ``lengths`` (tokens per example)."""
+        types = self.span_types
+        last = types[-1]["name"] if types else None
+        return {
+            "format": FORMAT, "version": 1,
+            "schema": {"spans": self.span_names,
+                       "required": [st["name"] for st in types if st.get("required")
+                                    and st["name"] != last]},
+            "span_colors": {st["name"]: st.get("color") for st in types},
+            "lengths": [len(toks) for toks in self.tokens],
+            "examples": self.records(),
+        }
+
+    def save(self, path=None) -> Path:
+        """Write the annotation file atomically (temp file + rename) to ``path`` (default: the
+        autosave path). Returns the path."""
+        target = Path(path).expanduser() if path is not None else self._path
+        if target is None:
+            raise PeapError("no path to save to: give save(path) or SchemaEditor(..., path=...)")
+        text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
+        if path is None and text == self._last_saved and target.exists():
+            return target
+        _write_atomic(target, text)
+        if path is None:
+            self._last_saved = text
+        return target
+
+    @t.observe("span_types", "annotations")
+    def _autosave(self, change):
+        if getattr(self, "_path", None) is not None:
+            self.save()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _set(self, types, rows):
+        with self.hold_trait_notifications():
+            self.span_types = types
+            self.annotations = rows
+
+    def _update_type(self, j, **fields):
+        types = copy.deepcopy(self.span_types)
+        types[j].update(fields)
+        self.span_types = types
+
+    def _type_index(self, name) -> int:
+        names = self.span_names
+        if name not in names:
+            raise SchemaError(f"no span type {name!r}; the span types are {names}", span=name,
+                              rule="unknown_span")
+        return names.index(name)
+
+    def _check_name(self, name):
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise SchemaError(f"a span type name is a non-empty string without surrounding "
+                              f"spaces, got {name!r}", rule="name")
+        if name in self.span_names:
+            raise SchemaError(f"there is already a span type {name!r}", span=name, rule="unique_names")
+
+    def _check_example(self, i):
+        n = len(self.annotations)
+        if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+            raise PeapError(f"no example {i!r}: the editor has {n} examples")
+
+
+# --- building the state --------------------------------------------------------------------
+
+
+def _load_source(dataset, schema, model) -> dict:
+    """Tokens, record fields, starting span types and annotations from a Dataset or records."""
+    if isinstance(dataset, Dataset):
+        names, required = _schema_names(schema) if schema is not None else _schema_names(dataset.schema)
+        tokens = [[str(x) for x in dataset.tokens(i)] for i in range(len(dataset))]
+        records = dataset.to_records()
+        span_dicts = [r.pop("spans") for r in records]
+        tokenizer = dataset.tokenizer
+        if schema is not None:   # a new schema for an annotated dataset: spans kept by name
+            span_dicts = [{k: v for k, v in d.items() if k in names} for d in span_dicts]
+    else:
+        if isinstance(dataset, Mapping) or isinstance(dataset, (str, bytes)) or \
+                not isinstance(dataset, Sequence):
+            raise DatasetError("SchemaEditor needs a pw.Dataset or a list of records "
+                               f"(dicts with 'clean', ...), got {type(dataset).__name__}")
+        if model is None:
+            raise DatasetError("records need model= (a pw Model or a tokenizer) to be tokenized; "
+                               "or pass a pw.Dataset")
+        if not dataset:
+            raise DatasetError("the dataset is empty: give at least one record")
+        tokenizer = _tokenizer_of(model)
+        tokens, records, span_dicts = [], [], []
+        for i, rec in enumerate(dataset):
+            if not isinstance(rec, Mapping):
+                raise DatasetError(f"a record is a mapping, got {type(rec).__name__}", example=i)
+            if not isinstance(rec.get("clean"), str):
+                raise DatasetError("needs the clean prompt as a string", example=i, field="clean")
+            spans = rec.get("spans") or {}
+            if not isinstance(spans, Mapping):
+                raise DatasetError("spans must be a mapping {name: [start, end)}", example=i,
+                                   field="spans")
+            ids = _encode(tokenizer, rec["clean"])
+            tokens.append([str(x) for x in tokenizer.convert_ids_to_tokens(ids)])
+            records.append({k: v for k, v in rec.items() if k != "spans"})
+            span_dicts.append(dict(spans))
+        if schema is not None:
+            names, required = _schema_names(schema)
+        else:
+            names = list(dict.fromkeys(n for d in span_dicts for n in d)) or [DEFAULT_SPAN]
+            required = set()
+    span_types = [{"name": n, "color": PALETTE[k % len(PALETTE)],
+                   "required": n in required and n != names[-1]} for k, n in enumerate(names)]
+    annotations = []
+    for i, (spans, toks) in enumerate(zip(span_dicts, tokens)):
+        unknown = [n for n in spans if n not in names]
+        if unknown:
+            raise DatasetError(f"span {unknown[0]!r} is not in the schema {names}", example=i,
+                               field="spans")
+        row = [None if spans.get(n) is None else _pair(spans[n], i, n) for n in names]
+        if not spans and toks:
+            row[-1] = [len(toks) - 1, len(toks)]
+        annotations.append(row)
+    return {"dataset": dataset if isinstance(dataset, Dataset) else None, "tokenizer": tokenizer,
+            "tokens": tokens, "examples": records, "span_types": span_types,
+            "annotations": annotations}
+
+
+def _schema_names(schema) -> tuple[list[str], set[str]]:
+    if not isinstance(schema, Schema):
+        if isinstance(schema, str):
+            raise SchemaError(f"schema is a pw.Schema or a list of span names, got the string "
+                              f"{schema!r}", rule="format")
+        schema = Schema(list(schema))
+    return list(schema.spans), set(schema.required)
+
+
+def read_annotation_file(path, examples: list[dict], tokens: list[list[str]]) -> dict:
+    """The span types and annotations saved in ``path`` for these examples (their prompts and
+    token counts must match). Raises `DatasetError` and leaves the file alone otherwise."""
+    path = Path(path)
+    keep = "it was left untouched; fix it, or move it away (or pass another path) to start afresh"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"the annotation file {path} is not valid JSON ({err}); {keep}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"cannot read the annotation file {path}: {err}") from None
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("examples"), list) \
+            or not isinstance(doc.get("schema"), Mapping):
+        raise DatasetError(f"{path} is not a SchemaEditor annotation file (it needs 'schema' and "
+                           f"'examples'); {keep}")
+    saved = doc["examples"]
+    if len(saved) != len(examples):
+        raise DatasetError(f"the annotation file {path} holds {len(saved)} examples but the dataset "
+                           f"has {len(examples)}: it belongs to other data; {keep}")
+    for i, (rec, fields) in enumerate(zip(saved, examples)):
+        clean = rec.get("clean") if isinstance(rec, Mapping) else None
+        if clean != fields.get("clean"):
+            raise DatasetError(f"the annotation file {path} does not match the dataset: its prompt "
+                               f"is {clean!r}, the dataset's {fields.get('clean')!r}; {keep}",
+                               example=i)
+    lengths = doc.get("lengths")
+    if isinstance(lengths, list):
+        for i, (n, toks) in enumerate(zip(lengths, tokens)):
+            if n != len(toks):
+                raise DatasetError(f"the annotation file {path} was made with another tokenizer: "
+                                   f"{n} tokens there, {len(toks)} here; {keep}", example=i)
+    try:
+        schema = Schema.from_dict(doc["schema"])
+    except SchemaError as err:
+        raise DatasetError(f"the schema in {path} is invalid: {err}; {keep}") from None
+    colors = doc.get("span_colors") if isinstance(doc.get("span_colors"), Mapping) else {}
+    names = list(schema.spans)
+    explicit = set(schema.to_dict()["required"])
+    span_types = []
+    for k, n in enumerate(names):
+        c = colors.get(n)
+        color = _color(c) if isinstance(c, str) and _HEX.match(c) else PALETTE[k % len(PALETTE)]
+        span_types.append({"name": n, "color": color, "required": n in explicit})
+    annotations = []
+    for i, rec in enumerate(saved):
+        spans = rec.get("spans") or {}
+        if not isinstance(spans, Mapping) or any(n not in names for n in spans):
+            raise DatasetError(f"the spans in {path} name span types outside its schema {names} "
+                               f"(or are not a mapping); {keep}", example=i)
+        try:
+            annotations.append([None if spans.get(n) is None else _pair(spans[n], i, n) for n in names])
+        except SchemaError as err:
+            raise DatasetError(f"{path}: {err}; {keep}") from None
+    return {"span_types": span_types, "annotations": annotations}
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _pair(value, example, name) -> list[int]:
+    """``[start, end]`` as two ints, else a `SchemaError` (rule ``format``)."""
+    try:
+        start, end = value
+        if any(isinstance(x, bool) or int(x) != x for x in (start, end)):
+            raise TypeError
+        return [int(start), int(end)]
+    except (TypeError, ValueError):
+        raise SchemaError(f"a span is a [start, end) pair of token indices, got {value!r}",
+                          example=example, span=name, rule="format") from None
+
+
+def _row(ranges, n) -> list:
+    """A copy of one example's ranges, padded with None to ``n`` span types."""
+    row = [None if r is None else list(r) for r in list(ranges)[:n]]
+    return row + [None] * (n - len(row))
+
+
+def _place_empty(row) -> list:
+    """Empty spans sit at the end of the nearest earlier annotated span (0 if none), as in
+    ``logic.js`` ``placeEmpty``."""
+    k, out = 0, []
+    for r in row:
+        if r is not None and r[0] == r[1]:
+            r = [k, k]
+        elif r is not None:
+            k = r[1]
+        out.append(r)
+    return out
+
+
+def _color(color) -> str:
+    if not isinstance(color, str) or not _HEX.match(color):
+        raise PeapError(f"a colour is '#rrggbb' (or '#rgb'), got {color!r}")
+    c = color.lower()
+    return c if len(c) == 7 else "#" + "".join(ch * 2 for ch in c[1:])
+
+
+def _bare(err: SchemaError) -> str:
+    """A SchemaError's message without its "example i, span 'x': " prefix and rule suffix."""
+    msg = str(err)
+    prefix, suffix = _where(err.example, "span", err.span), f" [rule: {err.rule}]"
+    msg = msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg[: -len(suffix)] if msg.endswith(suffix) else msg
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
