@@ -11,7 +11,7 @@
 import { h, injectStyle } from "../lib/dom.js";
 import {
   MEASURES, X_AXES, project, linearScale, logScale, linearTicks, logTicks, xDomain, yDomain,
-  formatTick, formatValue, formatPercent, nearest, markerPath, linePath, legendLayout, isNum,
+  formatTick, formatValue, formatPercent, nearest, nearGroup, markerPath, linePath, legendLayout, isNum,
 } from "./logic.js";
 
 export { MEASURES, X_AXES, PALETTE } from "./logic.js";
@@ -35,8 +35,10 @@ const CSS = `
   margin-bottom: 4px; font-size: 12.5px; }
 .pc-tooltip .pc-swatch { width: 10px; height: 10px; border-radius: 2px; display: inline-block; }
 .pc-tooltip table { border-collapse: collapse; }
-.pc-tooltip th { text-align: left; font-weight: 400; color: ${FAINT}; padding: 1px 12px 1px 0; }
-.pc-tooltip td { text-align: right; padding: 1px 0; }
+.pc-tooltip th { text-align: left; font-weight: 400; color: ${FAINT}; padding: 1px 0; }
+.pc-tooltip td { text-align: right; padding: 1px 0 1px 12px; }
+.pc-tooltip tr.pc-tip-cols th { color: ${INK}; font-weight: 600; text-align: right; padding: 0 0 3px 12px; }
+.pc-tooltip tr.pc-tip-cols .pc-swatch { vertical-align: -1px; }
 .pc-tooltip tr.pc-on th, .pc-tooltip tr.pc-on td { color: ${INK}; font-weight: 600; }
 .pc-note { font-size: 11.5px; color: ${FAINT}; margin: 2px 0 0 4px; }
 .pc-note:empty { display: none; }
@@ -63,7 +65,8 @@ const DEFAULTS = {
  *   title    text above the legend ("" for none)
  *   width    px (null: the container's width, following resizes); height px (380)
  *   tooltip  show the built-in tooltip on hover (true); legend (true)
- *   onHover  called with {series, seriesIndex, index, point, current} or null
+ *   onHover  called with {series, seriesIndex, index, point, current, group} or null (`group`:
+ *            the same fields for every point drawn on the hovered spot, the hovered one first)
  * @returns {{update(opts): void, destroy(): void, svg: SVGSVGElement, toSVG(): string,
  *            toPNG(scale?: number): Promise<Blob>, hover(seriesIndex, index): void}}
  *   `index` is the point's index in its series' `points`; hover(-1) for the current point,
@@ -109,7 +112,15 @@ export function drawChart(container, opts = {}) {
         fill: INK, class: "pc-title" }, o.title));
       top += 26;
     }
-    const left = 62, right = 22, bottom = 50;
+    // y ticks first: the left margin fits their widest label
+    const xs = shown.flatMap((s) => s.points.map((p) => p.x));
+    const ys = shown.flatMap((s) => s.points.map((p) => p.y));
+    if (curOk) { xs.push(cx); ys.push(cy); }
+    const yd = yDomain(ys, m.reference);
+    const yt = linearTicks(yd[0], yd[1], Math.max(3, Math.round((H - top - 110) / 45)));
+    const yLabels = yt.map((v) => formatTick(v, "number"));
+    const left = Math.round(Math.max(56, 36 + Math.max(0, ...yLabels.map((t) => textWidth(t, 11)))));
+    const right = 22, bottom = 50;
     const legendItems = o.legend ? [
       ...all.map((s) => ({ kind: "series", s, label: s.name })),
       ...(cur ? [{ kind: "current", label: cur.label ? String(cur.label) : "current circuit" }] : []),
@@ -122,12 +133,7 @@ export function drawChart(container, opts = {}) {
     const plot = { x0: left, x1: W - right, y0: top, y1: H - bottom };
 
     // --- scales ---------------------------------------------------------------------------------
-    const xs = shown.flatMap((s) => s.points.map((p) => p.x));
-    const ys = shown.flatMap((s) => s.points.map((p) => p.y));
-    if (curOk) { xs.push(cx); ys.push(cy); }
     const xd = xDomain(xs, ax.log);
-    let yd = yDomain(ys, m.reference);
-    const yt = linearTicks(yd[0], yd[1], Math.max(3, Math.round((plot.y1 - plot.y0) / 55)));
     const X = ax.log ? logScale(xd, [plot.x0, plot.x1]) : linearScale(xd, [plot.x0, plot.x1]);
     const Y = linearScale(yd, [plot.y1, plot.y0]);
     const xt = ax.log ? logTicks(xd[0], xd[1])
@@ -162,11 +168,11 @@ export function drawChart(container, opts = {}) {
       xAxis.append(el("text", { x: px, y: plot.y1 + 18, "text-anchor": "middle", class: "pc-tick" },
         formatTick(v, ax.kind)));
     }
-    for (const v of yt) {
+    yt.forEach((v, k) => {
       const py = r1(Y(v));
       yAxis.append(el("text", { x: plot.x0 - 8, y: py + 3.5, "text-anchor": "end", class: "pc-tick" },
-        formatTick(v, "number")));
-    }
+        yLabels[k]));
+    });
     axes.append(xAxis, yAxis);
     axes.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: H - 12, "text-anchor": "middle",
       "font-size": 12, fill: "#374151", class: "pc-x-label" }, ax.label));
@@ -238,7 +244,8 @@ export function drawChart(container, opts = {}) {
       legendItems.forEach((it, k) => {
         const { row, x } = rows[k];
         const gx = left + x, gy = legendTop + row * 20 + 10;
-        const item = el("g", { class: "pc-legend-item", transform: `translate(${gx},${gy})` });
+        const item = el("g", { class: "pc-legend-item", transform: `translate(${gx},${gy})` },
+          el("rect", { x: -4, y: -10, width: widths[k] + 8, height: 20, fill: "#fff", "fill-opacity": 0 }));
         if (it.kind === "series") {
           const s = it.s;
           if (hidden.has(s.name)) item.classList.add("pc-off");
@@ -295,14 +302,15 @@ export function drawChart(container, opts = {}) {
     const k = rect.width ? lastWidth / rect.width : 1;
     const mx = (ev.clientX - rect.left) * k, my = (ev.clientY - rect.top) * k;
     const j = nearest(targets, mx, my, 28);
-    showTarget(j < 0 ? null : targets[j]);
+    showTargets(j < 0 ? [] : nearGroup(targets, j, 3).map((i) => targets[i]));
   }
 
-  function showTarget(t) {
-    root.classList.toggle("pc-hovering", !!(t && t.s));
-    for (const g of svg.querySelectorAll(".pc-series")) {
-      g.classList.toggle("pc-active", !!(t && t.s && g.dataset.series === t.s.name));
-    }
+  // `group`: the hovered point first, then any drawn on top of it (within 3 px)
+  function showTargets(group) {
+    const t = group[0];
+    const names = new Set(group.filter((g) => g.s).map((g) => g.s.name));
+    root.classList.toggle("pc-hovering", names.size > 0);
+    for (const g of svg.querySelectorAll(".pc-series")) g.classList.toggle("pc-active", names.has(g.dataset.series));
     if (!t) {
       hoverRing?.setAttribute("visibility", "hidden");
       tip.hidden = true;
@@ -314,37 +322,41 @@ export function drawChart(container, opts = {}) {
     hoverRing.setAttribute("r", t.current ? 11 : 8);
     hoverRing.setAttribute("visibility", "visible");
     if (o.tooltip) {
-      fillTooltip(t);
+      fillTooltip(group);
       tip.hidden = false;
       placeTooltip(t);
     }
-    o.onHover?.({ series: t.s?.name ?? null, seriesIndex: t.s?.index ?? -1, index: t.p.i,
-      point: t.p.raw, current: !!t.current });
+    const info = (g) => ({ series: g.s?.name ?? null, seriesIndex: g.s?.index ?? -1, index: g.p.i,
+      point: g.p.raw, current: !!g.current });
+    o.onHover?.({ ...info(t), group: group.map(info) });
   }
 
-  function fillTooltip(t) {
-    const p = t.p.raw;
-    const name = t.current ? (p.label ? String(p.label) : "current circuit") : t.s.name;
+  function fillTooltip(group) {
     const measure = MEASURES[o.measure] ? o.measure : "faithfulness";
-    const rows = [
-      ["n_edges", "edges", formatValue(p.n_edges)],
-      ["fraction", "fraction", isNum(p.fraction) ? `${formatValue(p.fraction)} (${formatPercent(p.fraction)})` : "–"],
-      ["n_real_edges", "real edges", formatValue(p.n_real_edges)],
-      ["real_fraction", "real fraction", isNum(p.real_fraction) ? formatPercent(p.real_fraction) : "–"],
-      ["faithfulness", "faithfulness", formatValue(p.faithfulness)],
-      ["soft", "soft", formatValue(p.soft)],
-      ["hard", "hard", formatValue(p.hard)],
-      ["kl", "KL", formatValue(p.kl)],
-    ];
-    const sw = t.current
+    const nameOf = (t) => (t.current ? (t.p.raw.label ? String(t.p.raw.label) : "current circuit") : t.s.name);
+    const swatch = (t) => (t.current
       ? h("span", { class: "pc-swatch", style: { background: "#fbbf24", border: `2px solid ${CURRENT}`, borderRadius: "50%" } })
-      : h("span", { class: "pc-swatch", style: { background: t.s.color } });
-    tip.replaceChildren(
-      h("div", { class: "pc-tip-head" }, sw, h("span", { class: "pc-tip-name" }, name)),
-      h("table", {}, h("tbody", {}, rows.map(([key, label, v]) =>
-        h("tr", { "data-key": key, class: key === measure ? "pc-on" : null },
-          h("th", {}, label), h("td", {}, v))))),
-    );
+      : h("span", { class: "pc-swatch", style: { background: t.s.color } }));
+    const rows = [
+      ["n_edges", "edges", (p) => formatValue(p.n_edges)],
+      ["fraction", "fraction", (p) => (isNum(p.fraction) ? `${formatValue(p.fraction)} (${formatPercent(p.fraction)})` : "–")],
+      ["n_real_edges", "real edges", (p) => formatValue(p.n_real_edges)],
+      ["real_fraction", "real fraction", (p) => (isNum(p.real_fraction) ? formatPercent(p.real_fraction) : "–")],
+      ["faithfulness", "faithfulness", (p) => formatValue(p.faithfulness)],
+      ["soft", "soft", (p) => formatValue(p.soft)],
+      ["hard", "hard", (p) => formatValue(p.hard)],
+      ["kl", "KL", (p) => formatValue(p.kl)],
+    ];
+    const one = group.length === 1;
+    const head = one
+      ? h("div", { class: "pc-tip-head" }, swatch(group[0]), h("span", { class: "pc-tip-name" }, nameOf(group[0])))
+      : h("div", { class: "pc-tip-head" }, `${group.length} points here`);
+    const header = one ? null : h("tr", { class: "pc-tip-cols" }, h("th", {}),
+      group.map((t) => h("th", { "data-series": nameOf(t) }, swatch(t), " ", nameOf(t))));
+    tip.replaceChildren(head, h("table", {}, h("tbody", {}, header,
+      rows.map(([key, label, f]) => h("tr", { "data-key": key, class: key === measure ? "pc-on" : null },
+        h("th", {}, label),
+        group.map((t) => h("td", { "data-series": nameOf(t) }, f(t.p.raw))))))));
   }
 
   function placeTooltip(t) {
@@ -360,10 +372,9 @@ export function drawChart(container, opts = {}) {
   }
 
   function hover(seriesIndex, index) {
-    if (seriesIndex == null) { showTarget(null); return; }
-    const t = targets.find((t) => (seriesIndex === -1 ? t.current
+    const j = seriesIndex == null ? -1 : targets.findIndex((t) => (seriesIndex === -1 ? t.current
       : t.s && t.s.index === seriesIndex && t.p.i === index));
-    showTarget(t ?? null);
+    showTargets(j < 0 ? [] : nearGroup(targets, j, 3).map((i) => targets[i]));
   }
 
   render();

@@ -212,6 +212,18 @@ export function nearest(pts, mx, my, maxDist = Infinity) {
   return best;
 }
 
+/** Indices of the points of `pts` within `tol` pixels of pts[k] (points drawn on top of each
+ * other), k first. */
+export function nearGroup(pts, k, tol = 3) {
+  const a = pts[k];
+  if (!a) return [];
+  const out = [k];
+  pts.forEach((p, i) => {
+    if (i !== k && (p.px - a.px) ** 2 + (p.py - a.py) ** 2 <= tol * tol) out.push(i);
+  });
+  return out;
+}
+
 /** An SVG path (centred on 0, 0) of a marker of radius about `r`. */
 export function markerPath(shape, r = 4) {
   const f = (v) => Number(v.toFixed(2));

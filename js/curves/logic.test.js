@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import {
   MEASURES, X_AXES, PALETTE, project, linearScale, logScale, linearTicks, logTicks, xDomain,
-  yDomain, formatTick, formatValue, formatPercent, nearest, markerPath, linePath, legendLayout,
+  yDomain, formatTick, formatValue, formatPercent, nearest, nearGroup, markerPath, linePath, legendLayout,
 } from "./logic.js";
 import { fileStem } from "./index.js";
 
@@ -182,6 +182,13 @@ describe("hover and drawing helpers", () => {
     expect(nearest(pts, 60, 60, 20)).toBe(-1);
     expect(nearest(pts, 95, 95, 20)).toBe(2);
     expect(nearest([], 0, 0)).toBe(-1);
+  });
+
+  it("points drawn on top of each other are grouped, the hovered one first", () => {
+    const stacked = [{ px: 5, py: 5 }, { px: 50, py: 50 }, { px: 6, py: 5 }, { px: 5, py: 5 }];
+    expect(nearGroup(stacked, 3, 3)).toEqual([3, 0, 2]);
+    expect(nearGroup(stacked, 1, 3)).toEqual([1]);
+    expect(nearGroup(stacked, 9)).toEqual([]);
   });
 
   it("marker paths are closed and differ by shape", () => {
