@@ -135,6 +135,8 @@ function render({ model, el }) {
       return drawPanel();
     }
     ui.typeError = "";
+    box.panel.querySelector("[data-role='type-error']")?.remove();
+    input.closest("tr").dataset.typeRow = name;   // the panel stays (a click may be under way)
     commit(L.updateSpanType(state(), i, { name }), { keepPanel: true });
   }
 
@@ -232,7 +234,7 @@ function render({ model, el }) {
           onclick: () => { ui.colorOf = ui.colorOf === i ? -1 : i; drawPanel(); } })),
         h("td", {}, h("input", { type: "text", value: t.name, "data-field": "name", "aria-label": "span type name",
           onchange: (e) => renameType(i, e.target),
-          onkeydown: (e) => { if (e.key === "Enter") e.target.blur(); if (e.key === "Escape") { e.target.value = t.name; e.target.blur(); } } })),
+          onkeydown: (e) => { if (e.key === "Enter") e.target.blur(); if (e.key === "Escape") { e.target.value = types()[i].name; e.target.blur(); } } })),
         h("td", {}, h("label", { title: last ? "The last span holds the last token: always required" : "Required spans may not be empty" },
           h("input", { type: "checkbox", "data-field": "required", checked: t.required || last, disabled: last,
             onchange: (e) => commit(L.updateSpanType(state(), i, { required: e.target.checked })) }), " required")),

@@ -286,11 +286,12 @@ const move = (list, i, j) => {
   return out;
 };
 
-/** Move span type `i` to position `j` (every example's ranges move with it). */
+/** Move span type `i` to position `j` (every example's ranges move with it; empty spans take
+ * their place in the new order). */
 export function moveSpanType(state, i, j) {
   return {
     span_types: move(state.span_types, i, j),
-    annotations: state.annotations.map((ranges) => move(ranges, i, j)),
+    annotations: state.annotations.map((ranges) => placeEmpty(move(ranges, i, j))),
   };
 }
 
@@ -298,7 +299,7 @@ export function moveSpanType(state, i, j) {
 export function removeSpanType(state, i) {
   return {
     span_types: state.span_types.filter((_, j) => j !== i),
-    annotations: state.annotations.map((ranges) => ranges.filter((_, j) => j !== i)),
+    annotations: state.annotations.map((ranges) => placeEmpty(ranges.filter((_, j) => j !== i))),
   };
 }
 

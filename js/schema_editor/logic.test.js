@@ -162,6 +162,9 @@ describe("span types", () => {
     const m = moveSpanType(state, 0, 1);
     expect(m.span_types.map((t) => t.name)).toEqual(["B", "A", "END"]);
     expect(m.annotations[0]).toEqual([[1, 2], [0, 1], [2, 3]]);
+    const withEmpty = { ...state, annotations: [[[0, 1], [1, 1], [1, 3]]] };
+    expect(moveSpanType(withEmpty, 1, 0).annotations[0]).toEqual([[0, 0], [0, 1], [1, 3]]);
+    expect(removeSpanType(withEmpty, 0).annotations[0]).toEqual([[0, 0], [1, 3]]);
     const d = removeSpanType(state, 0);
     expect(d.span_types.map((t) => t.name)).toEqual(["B", "END"]);
     expect(d.annotations[0]).toEqual([[1, 2], [2, 3]]);

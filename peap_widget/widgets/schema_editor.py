@@ -244,7 +244,8 @@ class SchemaEditor(PeapWidget):
         self._update_type(self._type_index(name), required=bool(required))
 
     def move_span_type(self, name: str, index: int):
-        """Move a span type to position ``index`` of the schema (annotations move with it)."""
+        """Move a span type to position ``index`` of the schema (annotations move with it;
+        empty spans take their place in the new order)."""
         j = self._type_index(name)
         n = len(self.span_types)
         if not 0 <= index < n:
@@ -255,7 +256,7 @@ class SchemaEditor(PeapWidget):
         for ranges in self.annotations:
             row = _row(ranges, n)
             row.insert(index, row.pop(j))
-            rows.append(row)
+            rows.append(_place_empty(row))
         self._set(types, rows)
 
     def remove_span_type(self, name: str):
@@ -265,7 +266,8 @@ class SchemaEditor(PeapWidget):
             raise SchemaError("a schema needs at least one span", span=name, rule="nonempty_schema")
         n = len(self.span_types)
         types = [st for k, st in enumerate(copy.deepcopy(self.span_types)) if k != j]
-        rows = [[r for k, r in enumerate(_row(ranges, n)) if k != j] for ranges in self.annotations]
+        rows = [_place_empty([r for k, r in enumerate(_row(ranges, n)) if k != j])
+                for ranges in self.annotations]
         self._set(types, rows)
 
     # --- saving ------------------------------------------------------------------------------
