@@ -173,6 +173,8 @@ def test_editing_errors(ds):
         ed.set_spans(0, {"nope": [0, 1]})
     with pytest.raises(SchemaError, match="pair of token indices"):
         ed.set_spans(0, {"IO": [0, 1, 2]})
+    ed.set_spans(-1, {"prefix": [0, 2]})
+    assert ed.annotations[4][0] == [0, 2] and ed.spans(-1)["prefix"] == [0, 2]
     with pytest.raises(PeapError, match="no example 9"):
         ed.set_spans(9, {})
     one = pw.SchemaEditor(ds, schema=["to"])

@@ -89,12 +89,12 @@ def test_drag_tag_navigate_undo(chromium, tmp_path, tok):
         assert page.locator("[data-token='1']").get_attribute("data-span") == "IO"
         assert chip_style(page, 1) == [tint(PALETTE[1], 0.28), tint(PALETTE[1], 1)]
         assert page.locator("[data-role=ok]").inner_text() == "✓ Example 1 is valid"
-        screenshot(page, "schema_editor")
 
         # drag over "went to" (tokens 4-5) and press 6: they become S2; action1 keeps "the store ,"
         drag(page, 4, 5)
         assert page.locator(".pse-chip.selected").count() == 2
         assert "2 tokens selected [4, 6)" in page.locator("[data-role=selection]").inner_text()
+        screenshot(page, "schema_editor")
         page.keyboard.press("6")
         ann = model(page, "annotations")[0]
         assert ann == [[0, 1], [1, 2], [2, 3], [3, 4], [6, 9], [4, 6], [9, 13], [13, 14]]

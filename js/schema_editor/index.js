@@ -15,6 +15,15 @@ const HELP = [
 
 /** Replace an element's children, skipping null / false ones. */
 const fill = (el, ...children) => el.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
+// What to do about each broken rule, shown under the rule's own message.
+const HINTS = {
+  missing_span: "Tag its tokens, or press ∅ next to it below to mark it empty here.",
+  contiguous: "Every token belongs to exactly one span, and the spans follow the schema order.",
+  nonempty: "Tag at least one token with it, or untick “required” under Span types.",
+  last_token_alone: "The last span holds exactly the last token.",
+  out_of_range: "The range reaches past the prompt's tokens: tag the span again.",
+  reversed: "Tag the span again.",
+};
 const clamp = (x, lo, hi) => Math.max(lo, Math.min(hi, x));
 const pad = (ranges, n) => Array.from({ length: n }, (_, j) => ranges?.[j] ?? null);
 const rangeText = (r) => (r == null ? "not annotated" : r[0] === r[1] ? "empty" : `[${r[0]}, ${r[1]})`);
@@ -323,7 +332,8 @@ function render({ model, el }) {
       parts.push(h("div", { class: "pse-error", "data-role": "error", "data-rule": err.rule, "data-span": err.span ?? "" },
         h("b", {}, `Example ${cur + 1} is invalid`),
         err.span != null ? [" — span ", h("code", {}, err.span)] : null, `: ${err.message} `,
-        h("span", { class: "pse-rule" }, err.rule)));
+        h("span", { class: "pse-rule" }, err.rule),
+        HINTS[err.rule] ? h("div", { class: "pse-hint" }, HINTS[err.rule]) : null));
     } else if (tokens().length) {
       parts.push(h("div", { class: "pse-ok", "data-role": "ok" }, `✓ Example ${cur + 1} is valid`));
     }

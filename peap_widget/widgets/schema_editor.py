@@ -141,7 +141,7 @@ class SchemaEditor(PeapWidget):
 
     def spans(self, i: int) -> dict[str, list[int]]:
         """Example ``i``'s annotated spans ``{name: [start, end)}`` (unannotated ones left out)."""
-        self._check_example(i)
+        i = self._check_example(i)
         ranges = self.annotations[i]
         return {name: list(ranges[j]) for j, name in enumerate(self.span_names)
                 if j < len(ranges) and ranges[j] is not None}
@@ -193,8 +193,9 @@ class SchemaEditor(PeapWidget):
 
     def set_spans(self, i: int, spans: Mapping[str, Sequence[int] | None], replace: bool = False):
         """Set example ``i``'s spans ``{name: [start, end) or None}`` (None: not annotated).
-        Spans not named keep their ranges unless ``replace``, which leaves them unannotated."""
-        self._check_example(i)
+        Spans not named keep their ranges unless ``replace``, which leaves them unannotated.
+        Ranges are stored as given (validation reports what is wrong with them)."""
+        i = self._check_example(i)
         if not isinstance(spans, Mapping):
             raise SchemaError("spans must be a mapping {name: [start, end)}", example=i, rule="format")
         names = self.span_names
@@ -332,10 +333,12 @@ class SchemaEditor(PeapWidget):
         if name in self.span_names:
             raise SchemaError(f"there is already a span type {name!r}", span=name, rule="unique_names")
 
-    def _check_example(self, i):
+    def _check_example(self, i) -> int:
+        """``i`` as an index in 0..n-1 (negative ones count from the end)."""
         n = len(self.annotations)
         if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
             raise PeapError(f"no example {i!r}: the editor has {n} examples")
+        return i % n
 
 
 # --- building the state --------------------------------------------------------------------
