@@ -1,0 +1,102 @@
+"""Helpers the lab checks share: one cached `Reference` per model, cached reference runs, and
+lenient parsing of edge and head names as students write them."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .core import wrong
+from .reference import Reference
+
+_REFS: dict = {}
+_RUNS: dict = {}
+
+
+def reference(model) -> Reference:
+    hf = getattr(model, "hf", model)
+    key = id(hf)
+    if key not in _REFS or _REFS[key][0] is not hf:
+        _REFS[key] = (hf, Reference(model))
+    return _REFS[key][1]
+
+
+def _ds_key(ds):
+    return tuple((tuple(e.clean_ids), tuple(e.corrupted_ids or ()), e.correct_id, e.incorrect_id,
+                  tuple(e.spans)) for e in ds.examples)
+
+
+def per_example(model, ds, remove=None) -> np.ndarray:
+    """Reference per-example logit differences, cached per (model, data, removal)."""
+    rm = None if not remove else tuple(sorted(
+        (e, tuple(sorted(w.items())) if isinstance(w, dict) else float(w)) for e, w in remove.items()))
+    key = (id(getattr(model, "hf", model)), _ds_key(ds), rm)
+    if key not in _RUNS:
+        _RUNS[key] = reference(model).per_example(ds, remove)
+    return _RUNS[key]
+
+
+def mean_metric(model, ds, remove=None) -> float:
+    return float(per_example(model, ds, remove).mean())
+
+
+def corrupted_metric(model, ds) -> float:
+    key = (id(getattr(model, "hf", model)), _ds_key(ds), "corrupted")
+    if key not in _RUNS:
+        _RUNS[key] = reference(model).metric(ds, corrupted=True)
+    return _RUNS[key]
+
+
+def residual_edge(name, what: str = "the edge") -> tuple[str, str, str | None]:
+    """``"a3.h2->logits"``, ``"a3.h2->logits@all"``, ``"m0->a1.h2<q>@S2"`` or a tuple
+    ``(src, dst)`` / an edge-table key -> (src, dst, span or None)."""
+    if isinstance(name, tuple):
+        if len(name) == 2:
+            return str(name[0]), str(name[1]), None
+        if len(name) == 5 and name[0] == "resid":
+            span = None if name[3] == "all" else name[3]
+            return str(name[1]), str(name[2]), span
+    if not isinstance(name, str):
+        wrong(f"{what} should be an edge name like 'a3.h2->logits', got {type(name).__name__}.")
+    text = name.strip()
+    edge, _, span = text.partition("@")
+    if "->" not in edge:
+        wrong(f"{what} {name!r} is not an edge name: write it as 'source->slot', e.g. "
+              "'a3.h2->logits' or 'm0->a3.h2<k>'.")
+    u, v = (s.strip() for s in edge.split("->", 1))
+    return u, v, (None if span in ("", "all") else span)
+
+
+_HEAD = re.compile(r"^a(\d+)\.h(\d+)$")
+
+
+def head_name(value, what: str = "a head") -> str:
+    """``"a3.h2"`` (also ``"a3.h2@to"``, ``(3, 2)``) -> ``"a3.h2"``."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        value = f"a{int(value[0])}.h{int(value[1])}"
+    text = str(value).strip().split("@")[0]
+    if not _HEAD.match(text):
+        wrong(f"{what} should be named like 'a3.h2' (layer 3, head 2), got {value!r}.")
+    return text
+
+
+def edge_label(u: str, v: str, span: str | None = None) -> str:
+    return f"{u}->{v}" + (f"@{span}" if span else "")
+
+
+def circuit_of(obj):
+    """A `Circuit` from a circuit, or a widget / object holding one in ``.circuit``."""
+    from ..circuit import Circuit
+
+    if isinstance(obj, Circuit):
+        return obj
+    inner = getattr(obj, "circuit", None)
+    if isinstance(inner, Circuit):
+        return inner
+    wrong(f"expected a circuit (pw.Circuit) or a CircuitExplorer, got {type(obj).__name__}.")
+
+
+def edge_keys(circuit) -> set:
+    cols = ["kind", "src", "dst", "src_span", "dst_span"]
+    return set(circuit.edges[cols].itertuples(index=False, name=None))
