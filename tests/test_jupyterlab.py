@@ -1,0 +1,135 @@
+"""The real thing: JupyterLab started on loopback, a notebook opened and run in Chromium, the
+CircuitExplorer rendered by anywidget's own front end, an edge pruned in the page, and the
+kernel's circuit checked afterwards (the kernel writes it to a file)."""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+from browser import require_chromium, screenshot
+
+SETUP = """\
+import json
+import peap_widget as pw
+model = pw.models.load("toy-ioi")
+ds = pw.tasks.ioi(n=30, seed=1).dataset(model)
+res = pw.attribute(model, ds, progress=False)
+explorer = pw.CircuitExplorer(res, model, ds, n_edges=40, curve_sizes=[10, 40, 1.0])
+explorer"""
+
+CHECK = """\
+circ = explorer.circuit
+json.dump({"selection": explorer.selection, "rows": circ.in_rows.nonzero()[0].tolist(),
+           "n_edges": circ.n_edges, "evaluation": {k: v for k, v in explorer.evaluation.items()
+                                                   if k != "selection"},
+           "fresh": pw.evaluate(model, ds, circ).faithfulness},
+          open("kernel_state.json", "w"))"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    require_chromium()
+    root = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(CHECK)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "explore.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
+           "JUPYTER_RUNTIME_DIR": str(root / ".runtime"), "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces")}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+           "--LabApp.news_url=", "--ServerApp.port_retries=0",
+           "--ServerApp.allow_root=True"]
+    log = open(root / "jupyterlab.log", "w")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail("JupyterLab did not start:\n" + (root / "jupyterlab.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield url, token, root
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_prune_in_jupyterlab_and_read_the_kernel(lab, chromium):
+    url, token, root = lab
+    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/lab/tree/explore.ipynb?token={token}", timeout=60000)
+    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60000)
+    # wait for the kernel, then run the first cell (the widget)
+    page.wait_for_function("""() => {
+        const w = window.jupyterapp.shell.currentWidget;
+        return w?.sessionContext?.session?.kernel?.status === "idle";
+    }""", timeout=90000)
+    page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
+    page.wait_for_selector(".pe-root", timeout=120000)
+    page.wait_for_function(
+        "document.querySelector('[data-role=status-text]')?.textContent.startsWith('evaluated')",
+        timeout=60000)
+    widget = page.locator(".pe-root").first
+    widget.scroll_into_view_if_needed()
+    screenshot(widget, "jupyterlab_circuit_explorer")
+
+    # prune one edge by clicking it in the page; the kernel re-evaluates it
+    row = int(page.locator("path[data-row]").first.get_attribute("data-row"))
+    x, y = page.evaluate("""(row) => {
+        const p = document.querySelector(`path[data-row="${row}"]`);
+        const pt = p.getPointAtLength(p.getTotalLength() * 0.5), m = p.getScreenCTM();
+        return [pt.x * m.a + m.e, pt.y * m.d + m.f];
+    }""", row)
+    page.mouse.click(x, y)
+    page.wait_for_function(
+        "document.querySelector('[data-role=evaluation]')?.dataset.fresh === 'true' && "
+        "document.querySelector('[data-role=status-text]').textContent.startsWith('evaluated')",
+        timeout=60000)
+    assert page.locator(f"path[data-ghost='{row}']").count() == 1
+    shown = float(page.inner_text("[data-field=faithfulness]"))
+    screenshot(widget, "jupyterlab_circuit_explorer_pruned")
+
+    # run the second cell: the kernel writes what it sees
+    page.evaluate("""() => {
+        window.jupyterapp.shell.currentWidget.content.activeCellIndex = 1;
+        return window.jupyterapp.commands.execute("notebook:run-cell");
+    }""")
+    state_file = root / "kernel_state.json"
+    deadline = time.time() + 60
+    while not state_file.exists() and time.time() < deadline:
+        time.sleep(0.3)
+    assert state_file.exists(), "the kernel did not write its state"
+    time.sleep(0.3)
+    state = json.loads(state_file.read_text())
+    assert len(state["selection"]["removed"]) == 1        # the click reached the kernel
+    assert row not in state["rows"]
+    assert state["evaluation"]["faithfulness"] == pytest.approx(state["fresh"], abs=1e-9)
+    assert shown == pytest.approx(state["fresh"], abs=5e-4)  # the page shows the kernel's number
+    assert not errors, errors
