@@ -43,7 +43,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
               aggregation: str = "sum", metric="logit_diff", batch_size: int | None = None,
-              reference: Dataset | None = None, progress: bool = True) -> AttributionResult:
+              reference: Dataset | None = None, progress=True) -> AttributionResult:
     """Score every edge of the graph on ``ds``.
 
     Args:
@@ -60,7 +60,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
         metric: ``"logit_diff"``, ``"prob_diff"`` or a callable (see `peap_widget.metrics`).
         batch_size: examples per trace (None: all at once).
         reference: the examples mean ablation averages over.
-        progress: show a tqdm progress bar over batches.
+        progress: show a tqdm progress bar over batches; or a function called as
+            ``progress(done, total)`` after each batch (widgets use it).
 
     Returns:
         `AttributionResult`; ``res.edges`` is the edge table.
@@ -87,8 +88,9 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     from tqdm.auto import tqdm
 
     with frozen_parameters(model.hf):
-        for batch in tqdm(batches, desc=f"{method.upper()} attribution", unit="batch",
-                          disable=not progress):
+        report = progress if callable(progress) else None
+        for i, batch in enumerate(tqdm(batches, desc=f"{method.upper()} attribution", unit="batch",
+                                       disable=not progress or report is not None)):
             src = source(batch)
             if src.metric is not None:
                 source_metric.append(src.metric.double().cpu())
@@ -97,6 +99,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             if positional:
                 cross += out["cross"].cpu()
             clean_metric.append(out["metric"].double().cpu())
+            if report is not None:
+                report(i + 1, len(batches))
 
     n = len(ds)
     resid /= n

@@ -29,6 +29,7 @@ from ..circuit import Circuit, _units
 from ..errors import PeapError
 from ..evaluate import Evaluator
 from .base import PeapWidget
+from .curves import curve_series
 
 # node types shared with the front end
 INPUT, HEAD, MLP, Q, K, V, LOGITS = range(7)
@@ -324,17 +325,6 @@ def _num(x):
 def _mean_lengths(result):
     lengths = getattr(result, "span_lengths", None)
     return None if lengths is None else np.asarray(lengths, dtype=float).mean(0).round(3).tolist()
-
-
-def curve_series(curve) -> list[dict]:
-    """A `pw.FaithfulnessCurve` -> [{name, points: [...]}] (JSON: NaN as None)."""
-    cols = ("n_edges", "fraction", "n_real_edges", "real_fraction", "faithfulness", "soft", "hard", "kl")
-    out = []
-    for name in curve.results:
-        rows = curve.table[curve.table["result"] == name].sort_values("fraction")
-        out.append({"name": name, "points": [{c: _num(r[c]) for c in cols}
-                                             for _, r in rows.iterrows()]})
-    return out
 
 
 def head_details_for(model, dataset, k: int = 5) -> dict:
