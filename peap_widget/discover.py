@@ -76,7 +76,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        results, circuits, evals = {}, {}, {}
+        results, start_sizes, evals = {}, {}, {}
         for method in methods:
             results[method.upper()] = attribute(model, disc, method=method, ablation=ablation,
                                                 metric=metric, batch_size=batch_size, progress=progress)
@@ -106,7 +106,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
             circ = res.circuit(n_edges=size)
             circ.name = f"{label} greedy, {circ.n_edges} edges"
             circ.save(tmp / f"circuit_{m}.json")
-            circuits[circ.name] = circ
+            start_sizes[label] = size
             evals[label] = evaluator.run(circ)
             scores = mib_scores(model, evald, res, evaluator=evaluator)
             for level in (0.8, 0.95):
@@ -121,7 +121,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
         curve.overview().savefig(tmp / "faithfulness.png", dpi=110)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_report(tmp / "report.html", title or f"peap_widget: {task.name} on {model.name}",
-                     summary, circuits, curve, results)
+                     summary, results, start_sizes, curve, evals)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(tmp.iterdir()):

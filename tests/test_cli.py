@@ -56,7 +56,7 @@ def test_discover_writes_every_file(model_dir, tmp_path, capsys):
     curve = pd.read_csv(out / "faithfulness.csv")
     assert set(curve.result) == {"PEAP", "EAP"} and len(curve) == 8
     page = (out / "report.html").read_text()
-    assert "<svg" in page and "data:image/png;base64," in page
+    assert page.count('class="peap-widget"') == 3       # the curves and one explorer per method
     # offline: no external resources
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert (out / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
@@ -127,3 +127,22 @@ def test_entry_point_runs():
     assert r.returncode == 0 and r.stdout.split() == ["greater-than", "ioi"]
     r = subprocess.run([sys.executable, "-m", "peap_widget", "models"], capture_output=True, text=True)
     assert "toy-ioi" in r.stdout
+
+
+def test_demo_report_is_interactive_offline(model_dir, tmp_path, chromium):
+    """The report renders in Chromium from disk: curves and explorers, filterable, no errors."""
+    from browser import open_standalone
+
+    out = tmp_path / "run"
+    assert run("discover", "--model", model_dir, "--task", "ioi", "--n", 8, "--method", "both",
+               "--sizes", "0.01,0.1,1", "--out", out, "--quiet") == 0
+    page = open_standalone(chromium, (out / "report.html").as_uri())
+    assert page.locator(".pe-root").count() == 2 and page.locator(".pc-chart").count() == 3
+    summary = json.loads((out / "summary.json").read_text())
+    first = page.locator("[data-field=faithfulness]").first.inner_text()
+    assert float(first) == pytest.approx(summary["peap_circuit_faithfulness"], abs=5e-4)
+    before = page.locator(".peap-widget").nth(1).get_attribute("data-drawn")
+    page.locator("[data-role=size-input]").first.fill("3")
+    page.locator("[data-role=size-input]").first.press("Enter")
+    assert page.locator(".peap-widget").nth(1).get_attribute("data-drawn") != before
+    assert not page.errors

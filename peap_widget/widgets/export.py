@@ -55,7 +55,8 @@ def _script_json(obj) -> str:
 
 
 def page(widgets, title: str = "peap_widget") -> str:
-    """The standalone page's HTML for ``widgets`` (shown top to bottom)."""
+    """The standalone page's HTML for ``widgets`` (shown top to bottom); a string among them is
+    inserted as (trusted) HTML, e.g. headings between widgets."""
     loader = STATIC / "standalone.js"
     if not loader.is_file():
         raise PeapError("the front end is not built (peap_widget/static/standalone.js is missing); "
@@ -63,6 +64,9 @@ def page(widgets, title: str = "peap_widget") -> str:
     modules: dict[str, str] = {}
     parts = []
     for i, w in enumerate(widgets):
+        if isinstance(w, str):
+            parts.append(w)
+            continue
         code = w._esm if isinstance(w._esm, str) else str(w._esm)
         key = "peap-esm-" + hashlib.sha1(code.encode()).hexdigest()[:12]
         modules.setdefault(key, base64.b64encode(code.encode()).decode("ascii"))
@@ -77,7 +81,11 @@ def page(widgets, title: str = "peap_widget") -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:16px;color:#222}}
-.peap-widget{{margin-bottom:24px}}</style>
+.peap-widget{{margin-bottom:24px}}
+table.peap-table{{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}}
+table.peap-table td,table.peap-table th{{border:1px solid #e5e7eb;padding:2px 8px;text-align:right}}
+table.peap-table th{{text-align:left;font-weight:500;color:#4b5563}}
+h1{{font-size:22px}} h2{{font-size:17px;margin-top:28px}}</style>
 </head><body>
 {chr(10).join(parts)}
 {scripts}
