@@ -33,7 +33,7 @@ export function readData(model) {
   return prepare(d);
 }
 
-/** Derived arrays: per-unit key (max |score|), rows of each unit (CSR). */
+/** Derived values: sizes and the per-unit key (max |score|). */
 export function prepare(d) {
   d.nRows = d.parent.length;
   d.nNodes = d.nodeType.length;
@@ -44,18 +44,7 @@ export function prepare(d) {
     const a = Math.abs(d.score[r]);
     if (a > d.unitKey[d.unit[r]]) d.unitKey[d.unit[r]] = a;
   }
-  d.unitRows = csr(d.unit, d.nUnits);
   return d;
-}
-
-function csr(keys, n) {
-  const start = new Int32Array(n + 1);
-  for (let i = 0; i < keys.length; i++) start[keys[i] + 1]++;
-  for (let i = 0; i < n; i++) start[i + 1] += start[i];
-  const fill = start.slice(0, n);
-  const items = new Int32Array(keys.length);
-  for (let i = 0; i < keys.length; i++) items[fill[keys[i]]++] = i;
-  return { start, items };
 }
 
 export function defaultSelection(n = 0) {
@@ -98,33 +87,31 @@ export function onPaths(d, rows) {
   for (let r = 0; r < d.nRows; r++) if (rows[r]) active.push(r);
   const byParent = groupRows(active, d.parent, d.nNodes);
   const byChild = groupRows(active, d.child, d.nNodes);
-  const fromInput = new Uint8Array(d.nNodes);
-  const queue = [];
-  for (let n = 0; n < d.nNodes; n++) {
-    if (d.nodeType[n] === NODE.INPUT) { fromInput[n] = 1; queue.push(n); }
-  }
-  while (queue.length) {
-    const n = queue.pop();
-    for (let i = byParent.start[n]; i < byParent.start[n + 1]; i++) {
-      const c = d.child[byParent.items[i]];
-      if (!fromInput[c]) { fromInput[c] = 1; queue.push(c); }
-    }
-  }
-  const toRoot = new Uint8Array(d.nNodes);
-  toRoot[d.root] = 1;
-  queue.push(d.root);
-  while (queue.length) {
-    const n = queue.pop();
-    for (let i = byChild.start[n]; i < byChild.start[n + 1]; i++) {
-      const p = d.parent[byChild.items[i]];
-      if (!toRoot[p]) { toRoot[p] = 1; queue.push(p); }
-    }
-  }
+  const inputs = [];
+  for (let n = 0; n < d.nNodes; n++) if (d.nodeType[n] === NODE.INPUT) inputs.push(n);
+  const fromInput = reach(d.nNodes, inputs, byParent, d.child);
+  const toRoot = reach(d.nNodes, [d.root], byChild, d.parent);
   const keep = new Uint8Array(d.nRows);
   for (const r of active) if (toRoot[d.child[r]] && fromInput[d.parent[r]]) keep[r] = 1;
   return keep;
 }
 
+/** Nodes reachable from `seeds`, stepping along the rows grouped by `index` to `across[row]`. */
+function reach(nNodes, seeds, index, across) {
+  const seen = new Uint8Array(nNodes);
+  const queue = [...seeds];
+  for (const n of seeds) seen[n] = 1;
+  while (queue.length) {
+    const n = queue.pop();
+    for (let i = index.start[n]; i < index.start[n + 1]; i++) {
+      const m = across[index.items[i]];
+      if (!seen[m]) { seen[m] = 1; queue.push(m); }
+    }
+  }
+  return seen;
+}
+
+/** Rows grouped by `nodeOf[row]` (CSR: start[k]..start[k+1] index into items). */
 function groupRows(active, nodeOf, nNodes) {
   const start = new Int32Array(nNodes + 1);
   for (const r of active) start[nodeOf[r] + 1]++;
