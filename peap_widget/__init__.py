@@ -39,3 +39,11 @@ __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "Eval
            "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
            "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError", *_WIDGETS]
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext peap_widget``: the ``%peap_lab``, ``%peap_explore``, ``%peap_schema``,
+    ``%peap_curves`` and ``%peap_check`` magics (see `peap_widget.magics`)."""
+    from .magics import register
+
+    register(ipython)

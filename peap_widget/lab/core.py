@@ -62,6 +62,11 @@ def wrong(message: str):
     raise Verdict(WRONG, message)
 
 
+def blank(message: str = BLANK_MESSAGE):
+    """End a check as "Not answered yet" (e.g. a widget nobody has edited)."""
+    raise Verdict(BLANK, message)
+
+
 def is_blank(value) -> bool:
     """True for ``...`` and None, and for lists, tuples, dicts and sets holding one."""
     if value is Ellipsis or value is None:

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         nb, secs = execute(path, cwd=Path(path).resolve().parent, allow_errors=True)
         errors = [c for c in nb.cells if c.cell_type == "code"
                   and any(o.get("output_type") == "error" for o in c.outputs)]
-        text = "".join(cell_text(c) for c in nb.cells if c.cell_type == "code")
+        text = "\n".join(cell_text(c) for c in nb.cells if c.cell_type == "code")
         lines = [ln for ln in text.splitlines() if ln.startswith("[lab")]
         print(f"{path}: {secs:.1f} s, {len(errors)} cell error(s)")
         for ln in lines:

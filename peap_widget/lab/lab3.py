@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .core import as_float, correct, fmt, register, wrong
+from .core import as_float, blank, correct, fmt, register, wrong
 from .lab4 import _points
 
 
@@ -14,6 +14,10 @@ def _spans_of(answer) -> list[dict]:
     from ..data import Dataset
 
     obj = answer
+    rows = getattr(obj, "annotations", None)
+    if isinstance(rows, list) and all(all(r is None for r in row[:-1]) for row in rows):
+        blank("nothing is annotated yet: tag the spans in the editor above (or call "
+              "editor.set_spans), then run this check again.")
     if not isinstance(obj, (Dataset, Sequence, Mapping)) and hasattr(obj, "dataset"):
         try:
             obj = obj.dataset

@@ -32,7 +32,7 @@ def _true_edges():
 def pruned(answer, model, ds, max_edges: int = 450, min_faithfulness: float = 0.68):
     """A circuit (or the explorer showing it) with at most ``max_edges`` edges and normalized
     faithfulness at least ``min_faithfulness``."""
-    circ = circuit_of(answer)
+    circ = circuit_of(answer, edited=True)
     f = faithfulness(model, ds, circ)
     n = circ.n_edges
     if n <= max_edges and f >= min_faithfulness:
@@ -69,7 +69,7 @@ def precision_recall(answer, circuit):
 @register("lab5.true_circuit")
 def true_circuit(answer, model, ds):
     """The explorer (or circuit) pruned down to exactly `TRUE_EDGES`, still faithful."""
-    circ = circuit_of(answer)
+    circ = circuit_of(answer, edited=True)
     rows, truth = edge_keys(circ), _true_edges()
     f = faithfulness(model, ds, circ)
     if rows == truth and f > 0.99:
@@ -115,7 +115,7 @@ def minimal(answer, circuit, model, ds):
 def smallest_faithful(answer, model, ds, min_faithfulness: float = 0.99):
     """The smallest circuit you can find with faithfulness >= ``min_faithfulness``; it must
     lose faithfulness when any single edge is removed."""
-    circ = circuit_of(answer)
+    circ = circuit_of(answer, edited=True)
     f = faithfulness(model, ds, circ)
     if f < min_faithfulness:
         wrong(f"its faithfulness is {f:.3f}, below {min_faithfulness}: undo the last removal.")

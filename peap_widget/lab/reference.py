@@ -57,6 +57,7 @@ class Reference:
         p = {k: v.detach().to(torch.float64) for k, v in hf.state_dict().items()}
         self.p = p
         self.W_U = p["lm_head.weight"] if "lm_head.weight" in p else p["transformer.wte.weight"]
+        self._plain: dict = {}
 
     # --- names -----------------------------------------------------------------------------
 
@@ -92,50 +93,64 @@ class Reference:
         var = ((x - mu) ** 2).mean(-1, keepdim=True)
         return (x - mu) / torch.sqrt(var + self.eps) * self.p[prefix + ".weight"] + self.p[prefix + ".bias"]
 
+    def plain(self, ids) -> dict:
+        """`forward` without patches, cached per prompt (no gradients)."""
+        key = tuple(int(i) for i in torch.as_tensor(ids).reshape(-1).tolist())
+        if key not in self._plain:
+            with torch.no_grad():
+                self._plain[key] = self.forward(key)
+        return self._plain[key]
+
     def forward(self, ids, remove=None, source=None, probes=None) -> dict:
         """One example's run. ``remove``: {(u, v): weight [T] or float}, each replacing
         weight * (z*_u - z_u) into slot v (needs ``source``, the counterfactual run's ``z``).
         ``probes``: {slot: zero tensor [T, D] requiring grad} added to that slot's input.
-        Returns ``{"z": {node: [T, D]}, "logits": [T, V]}``."""
+        Returns ``{"z": {node: [T, D]}, "logits": [T, V]}``.
+
+        Slot v's input is written as the sum of its upstream outputs: ``acc`` below is that sum
+        (plus the attention output biases, which are no node) for the slots of one layer; each
+        slot then adds its own corrections. Each head's q, k and v come from their own slot."""
         p, D, H, dh = self.p, self.D, self.H, self.dh
         ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
         T = ids.shape[0]
-        remove = remove or {}
         probes = probes or {}
+        corrections: dict[str, list] = {}
+        for (u, v), w in (remove or {}).items():
+            w = torch.as_tensor(w, dtype=torch.float64)
+            corrections.setdefault(v, []).append((u, w[:, None] if w.ndim == 1 else w))
         z: dict[str, torch.Tensor] = {"input": p["transformer.wte.weight"][ids] + p["transformer.wpe.weight"][:T]}
-        bias = torch.zeros(D, dtype=torch.float64)      # attention output biases (never nodes)
 
-        def slot_input(slot):
-            x = bias + sum(z[u] for u in self.upstream(slot))
-            for (u, v), w in remove.items():
-                if v == slot:
-                    w = torch.as_tensor(w, dtype=torch.float64)
-                    w = w[:, None] if w.ndim == 1 else w
-                    x = x + w * (source[u] - z[u])
-            if slot in probes:
-                x = x + probes[slot]
-            return x
+        def own(slot, x):
+            """Slot ``slot``'s own input: the shared sum ``x`` plus its corrections and probe."""
+            for u, w in corrections.get(slot, ()):
+                if u not in z:
+                    raise KeyError(f"{u} is not upstream of {slot}")
+                x = x + w * (source[u] - z[u])
+            return x + probes[slot] if slot in probes else x
 
+        acc = z["input"]                                    # sum of every output so far
         causal = torch.ones(T, T, dtype=torch.bool).tril()
         for layer in range(self.L):
             pre = f"transformer.h.{layer}."
-            W, b = p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"]
-            Wo = p[pre + "attn.c_proj.weight"]
+            W = p[pre + "attn.c_attn.weight"].reshape(D, 3, H, dh)
+            b = p[pre + "attn.c_attn.bias"].reshape(3, H, dh)
+            slots = torch.stack([torch.stack([own(f"a{layer}.h{h}<{c}>", acc) for h in range(H)])
+                                 for c in "qkv"])           # [3, H, T, D]
+            normed = self._ln(slots, pre + "ln_1")
+            qkv = torch.einsum("chtD,Dchd->chtd", normed, W) + b[:, :, None, :]
+            q, k, v = qkv                                   # [H, T, dh] each
+            scores = (q @ k.transpose(-1, -2)) * self.scale / (layer + 1 if self.inv_layer else 1)
+            A = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1)
+            Wo = p[pre + "attn.c_proj.weight"].reshape(H, dh, D)
+            heads = torch.einsum("htd,hdD->htD", A @ v, Wo)  # each head's output z
             for h in range(H):
-                qkv = []
-                for c, kind in enumerate("qkv"):
-                    x = self._ln(slot_input(f"a{layer}.h{h}<{kind}>"), pre + "ln_1")
-                    cols = slice(c * D + h * dh, c * D + (h + 1) * dh)
-                    qkv.append(x @ W[:, cols] + b[cols])
-                q, k, v = qkv
-                scores = (q @ k.T) * self.scale / (layer + 1 if self.inv_layer else 1)
-                A = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1)
-                z[f"a{layer}.h{h}"] = (A @ v) @ Wo[h * dh:(h + 1) * dh]
-            bias = bias + p[pre + "attn.c_proj.bias"]
-            x = self._ln(slot_input(f"m{layer}"), pre + "ln_2")
+                z[f"a{layer}.h{h}"] = heads[h]
+            acc = acc + heads.sum(0) + p[pre + "attn.c_proj.bias"]
+            x = self._ln(own(f"m{layer}", acc), pre + "ln_2")
             hid = self.act(x @ p[pre + "mlp.c_fc.weight"] + p[pre + "mlp.c_fc.bias"])
             z[f"m{layer}"] = hid @ p[pre + "mlp.c_proj.weight"] + p[pre + "mlp.c_proj.bias"]
-        x = self._ln(slot_input("logits"), "transformer.ln_f")
+            acc = acc + z[f"m{layer}"]
+        x = self._ln(own("logits", acc), "transformer.ln_f")
         return {"z": z, "logits": x @ self.W_U.T}
 
     # --- measurements over a dataset -----------------------------------------------------------
@@ -162,9 +177,11 @@ class Reference:
             for ex in ds.examples:
                 rm, src = None, None
                 if remove:
-                    src = self.forward(ex.corrupted_ids)["z"]
+                    src = self.plain(ex.corrupted_ids)["z"]
                     rm = {e: self._weights(ex, spans, w) for e, w in remove.items()}
-                logits = self.forward(ex.clean_ids, rm, src)["logits"][-1]
+                    logits = self.forward(ex.clean_ids, rm, src)["logits"][-1]
+                else:
+                    logits = self.plain(ex.clean_ids)["logits"][-1]
                 out.append(float(logits[ex.correct_id] - logits[ex.incorrect_id]))
         return np.asarray(out)
 
@@ -174,7 +191,7 @@ class Reference:
             with torch.no_grad():
                 vals = []
                 for ex in ds.examples:
-                    logits = self.forward(ex.corrupted_ids)["logits"][-1]
+                    logits = self.plain(ex.corrupted_ids)["logits"][-1]
                     vals.append(float(logits[ex.correct_id] - logits[ex.incorrect_id]))
             return float(np.mean(vals))
         return float(self.per_example(ds, remove).mean())
@@ -187,8 +204,7 @@ class Reference:
         total = np.zeros(len(edges))
         for ex in ds.examples:
             T = len(ex.clean_ids)
-            with torch.no_grad():
-                src = self.forward(ex.corrupted_ids)["z"]
+            src = self.plain(ex.corrupted_ids)["z"]
             probes = {s: torch.zeros(T, self.D, dtype=torch.float64, requires_grad=True) for s in slots}
             run = self.forward(ex.clean_ids, probes=probes)
             logits = run["logits"][-1]

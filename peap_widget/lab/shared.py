@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from .core import wrong
+from .core import blank, wrong
 from .reference import Reference
 
 _REFS: dict = {}
@@ -85,10 +85,16 @@ def edge_label(u: str, v: str, span: str | None = None) -> str:
     return f"{u}->{v}" + (f"@{span}" if span else "")
 
 
-def circuit_of(obj):
-    """A `Circuit` from a circuit, or a widget / object holding one in ``.circuit``."""
+def circuit_of(obj, edited: bool = False):
+    """A `Circuit` from a circuit, or a widget / object holding one in ``.circuit``. With
+    ``edited``, an explorer nobody has pruned yet counts as a blank answer."""
     from ..circuit import Circuit
 
+    if edited and isinstance(getattr(obj, "selection", None), dict):
+        sel = obj.selection
+        if not (sel.get("removed") or sel.get("removed_nodes") or sel.get("added")):
+            blank("nothing is pruned yet: prune in the explorer above (click nodes or edges, or "
+                  "call explorer.remove_node / remove_edge), then run this check again.")
     if isinstance(obj, Circuit):
         return obj
     inner = getattr(obj, "circuit", None)
