@@ -48,7 +48,9 @@ def _kind_ok(kind: str, obj) -> bool:
     if kind == "curve":
         return isinstance(obj, pw.FaithfulnessCurve) or hasattr(obj, "to_dict") or isinstance(obj, (list, dict))
     if kind == "data":
-        return isinstance(obj, (pw.Dataset, list, tuple))
+        return isinstance(obj, pw.Dataset) or (
+            isinstance(obj, (list, tuple)) and len(obj) > 0
+            and all(isinstance(r, dict) and "clean" in r for r in obj))
     return True
 
 
@@ -78,8 +80,9 @@ class PeapMagics(Magics):
         if not head.isidentifier():
             raise UsageError(f"%{magic}: {name!r} is not a variable name")
         if head not in ns:
-            defined = sorted(k for k, v in ns.items() if not k.startswith("_") and kind is not None
-                             and _kind_ok(kind, v) and not callable(v))
+            hidden = getattr(self.shell, "user_ns_hidden", {})
+            defined = sorted(k for k, v in ns.items() if not k.startswith("_") and k not in hidden
+                             and kind is not None and not callable(v) and _kind_ok(kind, v))
             what, how = KINDS.get(kind, ("a value", f"{head} = ..."))
             hint = (f" Variables that are {what}: {', '.join(defined)}." if defined
                     else f" Make {what} first, e.g. {how}.")
@@ -91,7 +94,7 @@ class PeapMagics(Magics):
             obj = getattr(obj, attr)
         if kind is not None and not _kind_ok(kind, obj):
             what, how = KINDS[kind]
-            raise UsageError(f"%{magic}: {name} is a {type(obj).__name__}, not {what} "
+            raise UsageError(f"%{magic}: {name} is of type {type(obj).__name__}, not {what} "
                              f"(e.g. {how}).")
         return obj
 

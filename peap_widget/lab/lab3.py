@@ -18,7 +18,7 @@ def _spans_of(answer) -> list[dict]:
     if isinstance(rows, list) and all(all(r is None for r in row[:-1]) for row in rows):
         blank("nothing is annotated yet: tag the spans in the editor above (or call "
               "editor.set_spans), then run this check again.")
-    if not isinstance(obj, (Dataset, Sequence, Mapping)) and hasattr(obj, "dataset"):
+    if not isinstance(obj, (Dataset, Sequence, Mapping)) and hasattr(type(obj), "dataset"):
         try:
             obj = obj.dataset
         except Exception as err:  # the editor cannot build a dataset: some example is invalid
