@@ -265,7 +265,7 @@ print("Reference (the checks' own plain-PyTorch graph):",
 #
 # How much of the model's behaviour does a circuit C keep? With m the mean logit difference,
 #
-# $$ f(C) = \frac{m(C) - m(\text{empty})}{m(\text{full}) - m(\text{empty})} $$
+#     f(C) = (m(C) - m(empty)) / (m(full) - m(empty))
 #
 # so the full circuit scores 1 and the empty one 0. (This is MIB's *normalized faithfulness*;
 # the Evaluator also reports the plain ratio m(C)/m(full) as `soft`, argmax agreement as `hard`,

@@ -37,7 +37,7 @@ print(f"clean logit difference {evaluator.clean_per_example.mean():.3f}, "
 # pass, one backward pass and one counterfactual forward pass. Patching edge u -> v moves slot
 # v's input by `z*_u - z_u` (lab 1). A first-order Taylor expansion of the metric m in that input:
 #
-# $$ m(\text{patched}) - m(\text{clean}) \approx (z^*_u - z_u) \cdot \frac{\partial m}{\partial x_v} $$
+#     m(patched) - m(clean)  ≈  (z*_u - z_u) · dm/dx_v
 #
 # summed over positions, with the gradient taken at slot v's own input x_v in the clean run. That
 # product is the edge's **EAP score**. It is exact for a straight line; the question is how

@@ -78,7 +78,11 @@ def run_code(client, code: str, timeout: int = 600) -> list:
     import nbformat
 
     cell = nbformat.v4.new_code_cell(code)
-    client.execute_cell(cell, len(client.nb.cells))
+    client.nb.cells.append(cell)            # nbclient writes the cell back at its index
+    try:
+        client.execute_cell(cell, len(client.nb.cells) - 1)
+    finally:
+        client.nb.cells.pop()
     return cell.outputs
 
 
