@@ -66,7 +66,7 @@ for i, toks in enumerate(editor.tokens):
 # `[k, k]`. When `editor.validation()` is empty, every example is valid.
 
 # %%
-# A student tags these tokens in the widget; the solution writes the same spans from Python.
+# A student tags these tokens in the widget; the solution writes the same spans from Python.  # SOLUTION
 editor.set_spans(0, {"prefix": [0, 4], "IO": [4, 5], "and": [5, 6], "S1": [6, 7], "S1+1": [7, 8],  # SOLUTION
                      "action1": [8, 12], "S2": [12, 13], "action2": [13, 18], "to": [18, 19]})  # SOLUTION
 editor.set_spans(1, {"prefix": [0, 4], "IO": [4, 5], "and": [5, 6], "S1": [6, 7], "S1+1": [7, 8],  # SOLUTION

@@ -69,10 +69,10 @@ def remove_head(explorer, head):
     print(f"without {head}: {ev['n_edges']} edges, faithfulness {ev['faithfulness']:.3f}")
 
 # %%
-# A student clicks these heads away in the widget; the solution makes the same edits from Python.
+# A student clicks these heads away in the widget; the solution makes the same edits from Python.  # SOLUTION
 for head in ["a0.h2", "a0.h0", "a1.h0", "a0.h1"]:  # SOLUTION
     remove_head(explorer, head)  # SOLUTION
-# EXERCISE: ...  # YOUR CODE (or prune in the widget above): e.g. remove_head(explorer, "a3.h0")
+# EXERCISE: ...  # YOUR CODE (or prune in the widget above): remove_head(explorer, head) for the heads you choose
 explorer.evaluation["n_edges"], explorer.evaluation["faithfulness"]
 
 # %%
@@ -139,8 +139,8 @@ checks.precision_recall((precision, recall), circuit=gt_explorer.circuit)
 # them, e.g. `"input->logits@A2"` or `"a0.h0<v>@B->a0.h0@A2"`.)
 
 # %%
-# The solution makes the clicks from Python: the decoys at every span, then the six edges whose
-# removal leaves faithfulness at 1.0.
+# A student clicks these in the widget; the solution makes the same edits from Python:  # SOLUTION
+# the decoys at every span, then the six edges whose removal leaves faithfulness at 1.0.  # SOLUTION
 for span in gt_ds.schema.spans:  # SOLUTION
     gt_explorer.remove_node(f"a0.h1@{span}")  # SOLUTION
     gt_explorer.remove_node(f"a1.h1@{span}")  # SOLUTION
@@ -188,7 +188,7 @@ checks.minimal(smallest_drop, circuit=true_circuit, model=gt_model, ds=gt_ds)
 # faithfulness at least 0.99.
 
 # %%
-# The solution's clicks: the query path, then the key path.
+# A student clicks these in the widget; the solution: the query path, then the key path.  # SOLUTION
 for edge in ["input->a1.h0<q>@A2", "a1.h0<q>@A2->a1.h0@A2[B]"]:  # SOLUTION
     gt_explorer.remove_edge(edge)  # SOLUTION
 print("without the query path:", round(gt_explorer.evaluation["faithfulness"], 3))  # SOLUTION

@@ -56,10 +56,11 @@ del _peap_collect
 _RESIZER = """<script>
 (function () {
   var id = %s;
-  function post() {
-    parent.postMessage({peapFrame: id, height: document.documentElement.scrollHeight}, "*");
+  function post() {  // the content's height (not the viewport's, which follows the frame)
+    var h = document.body.getBoundingClientRect().bottom + 24;
+    parent.postMessage({peapFrame: id, height: h}, "*");
   }
-  if (window.ResizeObserver) new ResizeObserver(post).observe(document.documentElement);
+  if (window.ResizeObserver) new ResizeObserver(post).observe(document.body);
   window.addEventListener("load", post);
   setTimeout(post, 300);
 })();
