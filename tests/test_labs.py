@@ -24,7 +24,7 @@ from peap_widget.lab.execute import cell_text, execute
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))
-import build_labs  # noqa: E402
+import build_labs
 
 LABS = [p.stem for p in build_labs.sources()]
 ARTIFACTS = Path(os.environ.get("PEAP_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -93,7 +93,7 @@ def test_solution_notebook_passes_every_check(name, tmp_path):
     assert not failed, failed
     text = check_outputs(nb)
     assert "Not yet:" not in text and "Could not check:" not in text and "Not answered yet:" not in text
-    assert re.search(rf"(\d+) of \1 checks passed - all done!", cell_text(nb.cells[-2]))
+    assert re.search(r"(\d+) of \1 checks passed - all done!", cell_text(nb.cells[-2]))
     assert seconds < LIMIT_S
 
 
@@ -147,13 +147,13 @@ def test_builder_markers():
 # --- the HTML export -------------------------------------------------------------------------------
 
 PROBE_NOTEBOOK = [
-    "import traitlets, ipywidgets\n"
-    "from peap_widget.widgets.base import PeapWidget\n"
-    "class Probe(PeapWidget):\n"
-    "    _esm = 'export default { render({ model, el }) { el.innerHTML = `<b id=v>${model.get(\"n\")}</b>`; } };'\n"
-    "    n = traitlets.Int(3).tag(sync=True)\n"
-    "probe = Probe()\n"
-    "probe",
+    ("import traitlets, ipywidgets\n"
+     "from peap_widget.widgets.base import PeapWidget\n"
+     "class Probe(PeapWidget):\n"
+     "    _esm = 'export default { render({ model, el }) { el.innerHTML = `<b id=v>${model.get(\"n\")}</b>`; } };'\n"
+     "    n = traitlets.Int(3).tag(sync=True)\n"
+     "probe = Probe()\n"
+     "probe"),
     "probe.n = 41\nipywidgets.IntSlider(5)",
     "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
 ]

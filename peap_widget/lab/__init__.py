@@ -16,5 +16,5 @@ page with its widgets live (see `peap_widget.lab.export`).
 from . import lab1, lab2, lab3, lab4, lab5
 from .core import Summary, check, checks, is_blank, records, reset, summary
 
-__all__ = ["check", "checks", "summary", "reset", "records", "is_blank", "Summary",
-           "lab1", "lab2", "lab3", "lab4", "lab5"]
+__all__ = ["Summary", "check", "checks", "is_blank", "lab1", "lab2", "lab3", "lab4", "lab5",
+           "records", "reset", "summary"]

@@ -84,7 +84,7 @@ def evaluator_without_edge(answer, model, ds, edge: str = "a3.h2->logits"):
 def hand_patch(answer, model, ds, edge: str = "a3.h2->logits"):
     """The same number, from the hooks written by hand."""
     got = as_float(answer)
-    u, v, exp = _without(model, ds, edge)
+    _, _, exp = _without(model, ds, edge)
     full = mean_metric(model, ds)
     if close(got, exp):
         correct(f"your hand patch gives {fmt(got)}, exactly what the evaluator says: removing "

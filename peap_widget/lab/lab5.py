@@ -77,9 +77,9 @@ def true_circuit(answer, model, ds):
     extra, missing = rows - truth, truth - rows
     msgs = []
     if extra:
-        msgs.append(f"{len(extra)} extra edge(s), e.g. {sorted(extra)[0]}")
+        msgs.append(f"{len(extra)} extra edge(s), e.g. {min(extra)}")
     if missing:
-        msgs.append(f"{len(missing)} true edge(s) missing, e.g. {sorted(missing)[0]} "
+        msgs.append(f"{len(missing)} true edge(s) missing, e.g. {min(missing)} "
                     "(undo the removal that took it out)")
     if not msgs:
         msgs.append(f"faithfulness is only {f:.3f}")
