@@ -28,6 +28,10 @@ _WIDGETS = ("SchemaEditor", "CircuitExplorer", "FaithfulnessCurves", "CircuitLab
 
 def __getattr__(name):
     # widgets load anywidget/ipywidgets, so they are imported on first use only
+    if name == "lab":  # course-lab checks, imported on first use
+        import importlib
+
+        return importlib.import_module(".lab", __name__)
     if name in _WIDGETS or name == "widgets":
         import importlib
 

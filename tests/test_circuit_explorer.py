@@ -165,3 +165,18 @@ def test_js_selection_logic_equals_python(tiny_results, which):
         want = selection_rows(res.space, True, order, res.scores, sel)
         assert np.array_equal(np.array(js_rows, dtype=bool), want), sel
     assert sum(map(sum, got)) > 0
+
+
+def test_remove_a_component_at_every_span(explorer, tiny_results):
+    _, _, peap, _ = tiny_results
+    explorer.set_size(60)
+    explorer.reset()
+    explorer.remove_node("a1.h0")
+    ref = peap.circuit(n_edges=60)
+    ref.remove_node("a1.h0")
+    ref.prune()
+    assert (explorer.circuit.in_rows == ref.in_rows).all()
+    explorer.restore_node("a1.h0")
+    assert (explorer.circuit.in_rows == peap.circuit(n_edges=60).in_rows).all()
+    with pytest.raises(KeyError, match="no node"):
+        explorer.remove_node("a9.h9")

@@ -54,7 +54,7 @@ print(f"start: {start['n_edges']} edges, faithfulness {start['faithfulness']:.3f
 # Search ranks edges by first-order scores (lab 2), so its circuits are not the best of their
 # size. Prune whole heads: remove a head's node at every span (in the widget, click it at each
 # span; in Python, `remove_head` below). Watch `explorer.evaluation["faithfulness"]` and undo
-# what hurts (`explorer.undo()` undoes one node at one span; `explorer.restore_node(...)` puts a
+# what hurts (`explorer.undo()` undoes the last removal; `explorer.restore_node(...)` puts a
 # node back).
 #
 # **Goal:** at most **450** edges and faithfulness at least **0.68**. Hint: some heads in the
@@ -63,8 +63,7 @@ print(f"start: {start['n_edges']} edges, faithfulness {start['faithfulness']:.3f
 # %%
 def remove_head(explorer, head):
     """Prune ``head`` (e.g. "a0.h2") at every span, like clicking its node in each column."""
-    for span in explorer.info["spans"]:
-        explorer.remove_node(f"{head}@{span}")
+    explorer.remove_node(head)  # a name without "@span": the head at every span
     ev = explorer.evaluation
     print(f"without {head}: {ev['n_edges']} edges, faithfulness {ev['faithfulness']:.3f}")
 

@@ -255,16 +255,21 @@ class CircuitExplorer(PeapWidget):
                    removed=[a for a in self.selection["removed"] if a != u])
 
     def _node_ids(self, node: str) -> list[int]:
-        """A node name (``a1.h2@S2``; a head takes its q/k/v inputs there along) -> node ids."""
-        idx = self.result.space.node_index
-        if node not in idx:
-            raise KeyError(f"no node {node!r} (nodes look like 'a1.h2@S2', 'm0@IO', 'input@END')")
+        """A node name -> node ids: ``a1.h2@S2`` (a head takes its q/k/v inputs there along),
+        or ``a1.h2`` / ``m0`` for that component at every span."""
+        sp = self.result.space
+        idx = sp.node_index
         base, _, span = node.partition("@")
-        ids = [idx[node]] + [idx[f"{base}<{c}>@{span}"] for c in "qkv" if f"{base}<{c}>@{span}" in idx]
-        return ids
+        names = [f"{base}@{s}" for s in ([span] if span else sp.spans)]
+        if not all(n in idx for n in names):
+            raise KeyError(f"no node {node!r} (nodes look like 'a1.h2@S2', 'm0@IO', 'input@END', "
+                           "or 'a1.h2' for every span)")
+        slots = [f"{n.split('@')[0]}<{c}>@{n.split('@')[1]}" for n in names for c in "qkv"]
+        return [idx[n] for n in names] + [idx[n] for n in slots if n in idx]
 
     def remove_node(self, node: str):
-        """Prune a node at one span with every edge touching it (``"a2.h1@END"``)."""
+        """Prune a node with every edge touching it: ``"a2.h1@END"`` (one span) or ``"a2.h1"``
+        (every span)."""
         ids = self._node_ids(node)
         self._edit(removed_nodes=sorted(set(self.selection["removed_nodes"]) | set(ids)))
 
