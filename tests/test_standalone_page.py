@@ -2,7 +2,6 @@
 
 import re
 
-import pytest
 from browser import open_standalone, serve
 
 import peap_widget as pw

@@ -29,7 +29,7 @@ from ..circuit import Circuit, _units
 from ..errors import PeapError
 from ..evaluate import Evaluator
 from .base import PeapWidget
-from .curves import curve_series
+from .curves import curve_series, json_number
 
 # node types shared with the front end
 INPUT, HEAD, MLP, Q, K, V, LOGITS = range(7)
@@ -166,7 +166,7 @@ class CircuitExplorer(PeapWidget):
                      "root": int(space.root), "live": model is not None,
                      "graph": g.cfg.to_dict(), "forward_names": list(g.forward_names),
                      "backward_names": list(g.backward_names),
-                     "clean_metric": _num(result.clean_mean),
+                     "clean_metric": json_number(result.clean_mean),
                      "span_lengths": _mean_lengths(result)}
         self.node_names = list(space.node_names)
         self.node_type = _bytes(nodes["type"], np.int8)
@@ -302,10 +302,12 @@ class CircuitExplorer(PeapWidget):
         circ = self.circuit
         ev = self._evaluator.run(circ)
         self.evaluation = {
-            "version": version, "faithfulness": _num(ev.faithfulness), "soft": _num(ev.soft),
-            "hard": _num(ev.hard), "kl": _num(ev.kl), "metric": _num(ev.metric),
+            "version": version, "faithfulness": json_number(ev.faithfulness),
+            "soft": json_number(ev.soft), "hard": json_number(ev.hard), "kl": json_number(ev.kl),
+            "metric": json_number(ev.metric),
             "n_edges": circ.n_edges, "n_rows": circ.n_rows, "fraction": circ.fraction,
-            "n_real_edges": _num(circ.n_real_edges), "real_fraction": _num(circ.real_fraction),
+            "n_real_edges": json_number(circ.n_real_edges),
+            "real_fraction": json_number(circ.real_fraction),
             "seconds": round(time.perf_counter() - started, 4), "selection": self.selection,
         }
         self.status = ""
@@ -318,13 +320,6 @@ class CircuitExplorer(PeapWidget):
             except Exception as e:  # shown in the widget; the kernel keeps going
                 self.status = ""
                 self.evaluation = {"version": content.get("version"), "error": str(e)}
-
-
-def _num(x):
-    if x is None:
-        return None
-    x = float(x)
-    return None if np.isnan(x) or np.isinf(x) else x
 
 
 def _mean_lengths(result):

@@ -34,7 +34,7 @@ POINT_KEYS = ("n_edges", "fraction", "n_real_edges", "real_fraction", "faithfuln
               "hard", "kl")
 
 
-def _num(v):
+def json_number(v):
     """A JSON-safe number: None for None/NaN/inf, int for integral sizes, else float."""
     if v is None:
         return None
@@ -52,7 +52,7 @@ def _num(v):
 
 
 def _point(values) -> dict:
-    return {k: _num(values.get(k)) for k in POINT_KEYS}
+    return {k: json_number(values.get(k)) for k in POINT_KEYS}
 
 
 def _table_series(table) -> list[dict]:
