@@ -27,8 +27,8 @@ _WIDGETS = ("SchemaEditor", "CircuitExplorer", "FaithfulnessCurves", "CircuitLab
 
 
 def __getattr__(name):
-    # widgets load anywidget/ipywidgets, so they are imported on first use only
-    if name == "lab":  # course-lab checks, imported on first use
+    # widgets (anywidget, ipywidgets) and the lab checks are imported on first use only
+    if name == "lab":
         import importlib
 
         return importlib.import_module(".lab", __name__)
