@@ -439,19 +439,26 @@ def search(space: EdgeSpace, scores: np.ndarray, n_edges: int | None = None, met
         if n_edges is None or int(n_edges) != n_edges or n_edges < 0:
             raise PeapError(f"n_edges must be a non-negative integer, got {n_edges!r}")
         if method == "greedy":
-            ck = (merge_qkv, absolute)
-            order = None if order_cache is None else order_cache.get(ck)
-            if order is None:
-                order = units.greedy_order(key)
-                if order_cache is not None:
-                    order_cache[ck] = order
-            chosen = order[: int(n_edges)]
+            chosen = greedy_order(space, scores, merge_qkv, absolute, order_cache)[: int(n_edges)]
         else:
             chosen = np.argsort(-key, kind="stable")[: int(n_edges)]
     unit_mask = np.zeros(units.n, dtype=bool)
     unit_mask[chosen] = True
     rows = unit_mask[units.of_row]
     return _on_paths(space, rows) if prune else rows
+
+
+def greedy_order(space: EdgeSpace, scores: np.ndarray, merge_qkv: bool = True,
+                 absolute: bool = True, cache: dict | None = None) -> np.ndarray:
+    """Units in the order greedy search adds them (kept in ``cache`` by (merge_qkv, absolute))."""
+    ck = (merge_qkv, absolute)
+    order = None if cache is None else cache.get(ck)
+    if order is None:
+        units = _units(space, merge_qkv)
+        order = units.greedy_order(units.keys(scores, absolute))
+        if cache is not None:
+            cache[ck] = order
+    return order
 
 
 def _on_paths(space: EdgeSpace, rows: np.ndarray) -> np.ndarray:

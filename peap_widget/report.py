@@ -35,12 +35,7 @@ def write_report(path: str | Path, title: str, summary: dict, results: dict, siz
         ex = CircuitExplorer(res, curves=curve, n_edges=sizes.get(label, 50))
         ev = (evaluations or {}).get(label)
         if ev is not None:
-            circ = ex.circuit
-            ex.evaluation = {"version": None, "faithfulness": ev.faithfulness, "soft": ev.soft,
-                             "hard": ev.hard, "kl": ev.kl, "metric": ev.metric,
-                             "n_edges": circ.n_edges, "fraction": circ.fraction,
-                             "n_real_edges": circ.n_real_edges,
-                             "real_fraction": circ.real_fraction, "selection": ex.selection}
+            ex.show_evaluation(ev)
         items += [f"<h2>Circuit: {html.escape(label)}</h2>", ex]
     for label, res in results.items():
         items.append(f"<h2>Top {top} edges: {html.escape(label)}</h2>"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PeapError
-from .circuit import Circuit, _space, search
+from .circuit import Circuit, _space, greedy_order, search
 from .graph import EdgeSpace, Graph, GraphConfig, edge_table
 from .schema import Schema
 
@@ -88,6 +88,11 @@ class AttributionResult:
         rows = search(self.space, self.scores, n_edges, method, merge_qkv, absolute, threshold,
                       prune, order_cache=self._greedy_orders)
         return self._circuit(rows, merge_qkv, f"{method} {n_edges if threshold is None else threshold}")
+
+    def greedy_order(self, merge_qkv: bool = True, absolute: bool = True) -> np.ndarray:
+        """Units (edges as sizes count them) in the order greedy search adds them; computed once
+        and shared by `circuit` and the circuit explorer."""
+        return greedy_order(self.space, self.scores, merge_qkv, absolute, self._greedy_orders)
 
     def circuit_from(self, edge_rows, merge_qkv: bool = True) -> Circuit:
         """A circuit of exactly the given rows of `edges`: a boolean mask, row positions, or a

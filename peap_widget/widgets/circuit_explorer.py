@@ -104,6 +104,8 @@ class CircuitExplorer(PeapWidget):
         merge_qkv: count a head's q/k/v crossing edges of one span pair as one edge.
         curves: a `pw.FaithfulnessCurve` to draw next to the diagram; with a model and dataset
             and ``curves=None`` one is computed at ``curve_sizes``.
+        evaluator: a `pw.Evaluator` on ``model`` and ``dataset`` to reuse (its clean and
+            ablation runs are cached); default one with the result's ablation and metric.
 
     Example:
         >>> explorer = pw.CircuitExplorer(res, model, ds)                  # doctest: +SKIP
@@ -141,7 +143,7 @@ class CircuitExplorer(PeapWidget):
 
     def __init__(self, result, model=None, dataset=None, n_edges: int | None = None,
                  merge_qkv: bool = True, curves=None, curve_sizes=None, head_details: bool = True,
-                 **kwargs):
+                 evaluator: Evaluator | None = None, **kwargs):
         if (model is None) != (dataset is None):
             raise PeapError("give both model and dataset (to re-evaluate edits) or neither")
         self.result, self.model, self.dataset = result, model, dataset
@@ -149,9 +151,9 @@ class CircuitExplorer(PeapWidget):
         space = result.space
         self._scores = result.scores
         units = _units(space, merge_qkv)
-        self._order = units.greedy_order(units.keys(self._scores, True))
-        self._evaluator = None
-        if model is not None:
+        self._order = result.greedy_order(merge_qkv)
+        self._evaluator = evaluator
+        if model is not None and evaluator is None:
             self._evaluator = Evaluator(model, dataset, result.settings.get("ablation", "counterfactual"),
                                         result.settings.get("metric", "logit_diff"))
         super().__init__(**kwargs)
@@ -301,6 +303,15 @@ class CircuitExplorer(PeapWidget):
         started = time.perf_counter()
         circ = self.circuit
         ev = self._evaluator.run(circ)
+        self.show_evaluation(ev, circ, version, seconds=time.perf_counter() - started)
+        self.status = ""
+        return self.evaluation
+
+    def show_evaluation(self, ev, circuit=None, version: int | None = None,
+                        seconds: float | None = None):
+        """Show an `EvalResult` of the circuit now shown (``circuit``: that circuit, if at hand)
+        as the explorer's numbers; pages without a kernel show what was set here."""
+        circ = self.circuit if circuit is None else circuit
         self.evaluation = {
             "version": version, "faithfulness": json_number(ev.faithfulness),
             "soft": json_number(ev.soft), "hard": json_number(ev.hard), "kl": json_number(ev.kl),
@@ -308,10 +319,8 @@ class CircuitExplorer(PeapWidget):
             "n_edges": circ.n_edges, "n_rows": circ.n_rows, "fraction": circ.fraction,
             "n_real_edges": json_number(circ.n_real_edges),
             "real_fraction": json_number(circ.real_fraction),
-            "seconds": round(time.perf_counter() - started, 4), "selection": self.selection,
+            "seconds": None if seconds is None else round(seconds, 4), "selection": self.selection,
         }
-        self.status = ""
-        return self.evaluation
 
     def _on_message(self, _widget, content, _buffers):
         if isinstance(content, dict) and content.get("type") == "evaluate" and self._evaluator:

@@ -111,7 +111,8 @@ class CircuitLab(W.VBox):
             self.curve = faithfulness_curve(self.model, ds, self.results, sizes=self.curve_sizes,
                                             evaluator=evaluator, progress=False)
             first = next(iter(self.results.values()))
-            self.explorer = CircuitExplorer(first, self.model, ds, curves=self.curve)
+            self.explorer = CircuitExplorer(first, self.model, ds, curves=self.curve,
+                                            evaluator=evaluator)
             self.curves = FaithfulnessCurves(self.curve)
             self.explorer.observe(self._follow, names="evaluation")
             self._follow(None)
