@@ -204,19 +204,13 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
             first, prefix = graph.qkv_slot(layer, 0, 0), graph.mlp_upstream(layer)
             resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = edges_into(prefix, layer_slot_grads)
             if positional:
-                # The q/k closed form divides by 1 - A + A e^delta and multiplies by
-                # (v_t' - o_t) . G, both ~ (1 - A) when a head is saturated: in float32 they
-                # cancel to noise (scores of 1e11 on toy-ioi). So it runs in float64, with the
-                # pattern and o_t = A v recomputed there, whatever the model's dtype.
-                x64 = torch.float64
-                q, k, v = att.q.to(x64), att.k.to(x64), att.v.to(x64)
-                G = g_o[layer].to(x64).reshape(B, T, H, dh).transpose(1, 2)
-                A = ad.attention_pattern(q, k, layer)
-                o = A @ v
-                P = crossing_values(A, G, q, k, v, o, src.q[layer].to(x64), src.k[layer].to(x64),
-                                    src.v[layer].to(x64),
-                                    lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l))
-                P = P.to(cd)
+                # In the compute dtype: the closed forms are written without cancellation
+                # (scores.leave_one_out), so saturated heads need no float64.
+                G = g_o[layer].to(cd).reshape(B, T, H, dh).transpose(1, 2)
+                P = crossing_values(G, att.q.to(cd), att.k.to(cd), att.v.to(cd),
+                                    src.q[layer].to(cd), src.k[layer].to(cd), src.v[layer].to(cd),
+                                    lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
+                                    ad.attention_mask(T, layer, dev))
                 agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation)
                 cross[:, layer] = agg.sum(0).reshape(3, H, S, S)
         out["resid"] = resid.to(torch.float64)

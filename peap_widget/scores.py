@@ -55,37 +55,83 @@ def aggregate_pairs(P: torch.Tensor, M: torch.Tensor, how: str) -> torch.Tensor:
     return out
 
 
-def logit_change_weight(A: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """c / (1 + c) with c = A (exp(delta) - 1): how far one attention weight's change moves the
-    output from o_t towards v_t' when only score (t, t') shifts by ``delta``.
-
-    Written so neither branch overflows: for delta > 0 divide through by exp(delta)."""
-    pos = delta > 0
-    e_neg = torch.exp(torch.where(pos, -delta, delta))          # exp(-|delta|) in (0, 1]
-    # delta > 0: A (1 - e^-d) / ((1 - A) e^-d + A);   delta <= 0: A (e^d - 1) / ((1 - A) + A e^d)
-    num = torch.where(pos, -torch.expm1(-delta), torch.expm1(delta)) * A
-    den = torch.where(pos, (1 - A) * e_neg + A, (1 - A) + A * e_neg)
-    return torch.where(A > 0, num / den.clamp_min(torch.finfo(A.dtype).tiny), torch.zeros_like(A))
+def _others_sum(x: torch.Tensor) -> torch.Tensor:
+    """Along the last axis, for every entry the sum of all the *other* entries, formed as an
+    exclusive prefix sum plus an exclusive suffix sum (never total - own, which cancels when
+    the own entry dominates)."""
+    zero = torch.zeros_like(x[..., :1])
+    before = torch.cat([zero, x.cumsum(-1)[..., :-1]], dim=-1)
+    after = torch.cat([x.flip(-1).cumsum(-1).flip(-1)[..., 1:], zero], dim=-1)
+    return before + after
 
 
-def crossing_values(A, G, q, k, v, o, q_src, k_src, v_src, logits_fn):
-    """Per-(query t, key t') real-edge scores of every head for kinds q, k, v: [3, B, H, T, T].
+def leave_one_out(scores: torch.Tensor, values: torch.Tensor):
+    """Softmax statistics of each key t' against the *other* keys of its query row.
 
-    A: attention pattern [B, H, T, T]; G: gradient at each head's output o_t [B, H, T, dh];
-    q, k, v, o: this run's [B, H, T, dh]; *_src: the ablation source's; ``logits_fn(q, k)`` gives
-    the model's attention scores [B, H, T, T] for any (q, k).
+    ``scores``: [..., T, T] attention scores, -inf where a key is masked; ``values``: [..., T, T]
+    one number per (query t, key j). Returns, per (t, t'):
 
-        v:     (zhat - z) . g = A[t,t'] (v*_t' - v_t') . G_t
-        k, q:  c / (1 + c) (v_t' - o_t) . G_t,  c = A[t,t'] (exp(delta) - 1)
+    - ``log_odds`` l = s_t' - logsumexp_{j != t'} s_j, so A[t,t'] = sigmoid(l) and
+      1 - A[t,t'] = sigmoid(-l), both to full relative precision however saturated the head;
+    - ``others`` = sum_{j != t'} A[t,j] values[t,j] / sum_{j != t'} A[t,j], the attention-weighted
+      mean over the other keys (0 where there is no other key).
+
+    The other keys' weights are taken relative to the row's largest score, except for the
+    largest key itself, whose others are taken relative to the second largest: each normaliser
+    then holds a term equal to 1, so nothing underflows to 0/0 and nothing cancels.
     """
+    T = scores.shape[-1]
+    top = scores.argmax(-1, keepdim=True)
+    is_top = torch.arange(T, device=scores.device) == top                   # [..., T, T]
+    m1 = scores.gather(-1, top)
+    rest = scores.masked_fill(is_top, float("-inf"))
+    m2 = rest.amax(-1, keepdim=True)
+    m2 = torch.where(torch.isfinite(m2), m2, torch.zeros_like(m2))            # a single key
+    e1 = torch.exp(scores - m1)
+    e2 = torch.exp(rest - m2)
+    w = torch.where(is_top, e2.sum(-1, keepdim=True), _others_sum(e1))
+    x = torch.where(is_top, (e2 * values).sum(-1, keepdim=True), _others_sum(e1 * values))
+    log_odds = scores - (torch.where(is_top, m2, m1) + torch.log(w))
+    others = torch.where(w > 0, x / w.clamp_min(torch.finfo(w.dtype).tiny), torch.zeros_like(x))
+    return log_odds, others
+
+
+def sigmoid_shift(log_odds: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """sigmoid(l + delta) - sigmoid(l) without cancellation: A' - A when one score moves by
+    ``delta``. Written as sign(delta) sigmoid(hi) sigmoid(-lo) (1 - exp(-|delta|)) with
+    hi/lo = max/min(l, l + delta): every factor lies in [0, 1], so nothing overflows, an
+    underflowing pair gives 0 (never NaN), and l = +-inf (a lone or masked key) gives 0."""
+    shifted = log_odds + delta
+    hi, lo = torch.maximum(log_odds, shifted), torch.minimum(log_odds, shifted)
+    return torch.sign(delta) * torch.sigmoid(hi) * torch.sigmoid(-lo) * -torch.expm1(-delta.abs())
+
+
+def crossing_values(G, q, k, v, q_src, k_src, v_src, logits_fn, allowed):
+    """Per-(query t, key t') real-edge scores of every head for kinds q, k, v: [3, B, H, T, T],
+    0 where ``allowed`` [T, T] (the model's mask: causal, sliding window) is False.
+
+    G: gradient at each head's output o_t [B, H, T, dh]; q, k, v: this run's [B, H, T, dh];
+    *_src: the ablation source's; ``logits_fn(q, k)`` gives the model's attention scores
+    [B, H, T, T] (scale, soft-capping) for any (q, k). DESIGN.md section 4, in the form that
+    stays exact on saturated heads:
+
+        v:     A[t,t'] (v*_t' - v_t') . G_t
+        k, q:  (A' - A) (v_t' - m_tt') . G_t,  m_tt' = mean of the other keys' values under A
+
+    with A' - A from the leave-one-out log-odds (`leave_one_out`, `sigmoid_shift`), which is
+    c/(1+c) (v_t' - o_t) rewritten so that neither 1 - A nor v_t' - o_t is ever a difference.
+    """
+    raw = logits_fn(q, k)
+    scores = raw.masked_fill(~allowed, float("-inf"))
+    A = torch.softmax(scores, dim=-1)
     Gv = G @ v.transpose(-1, -2)                      # [B, H, T, T]  G_t . v_t'
-    Go = (G * o).sum(-1, keepdim=True)                # [B, H, T, 1]  G_t . o_t
-    toward = Gv - Go                                  # (v_t' - o_t) . G_t
-    base = logits_fn(q, k)
+    log_odds, Gm = leave_one_out(scores, Gv)          # Gm: G_t . m_tt'
+    toward = Gv - Gm
     P_v = A * (G @ (v_src - v).transpose(-1, -2))
-    P_k = logit_change_weight(A, logits_fn(q, k_src) - base) * toward
-    P_q = logit_change_weight(A, logits_fn(q_src, k) - base) * toward
-    return torch.stack([P_q, P_k, P_v])
+    P_k = sigmoid_shift(log_odds, logits_fn(q, k_src) - raw) * toward
+    P_q = sigmoid_shift(log_odds, logits_fn(q_src, k) - raw) * toward
+    P = torch.stack([P_q, P_k, P_v])
+    return torch.where(allowed, P, torch.zeros_like(P))
 
 
 def mixed_attention(q, k, v, q_src, k_src, v_src, Cq, Ck, Cv, logits_fn, pattern_fn):

@@ -81,11 +81,13 @@ class Adapter:
         """[B, H, T, T] softmax of the causally masked scores (right padding needs no other mask)."""
         return self.pattern_from_logits(self.attention_logits(q, k, layer), layer)
 
+    def attention_mask(self, T: int, layer: int, device=None) -> torch.Tensor:
+        """[T, T] bool: which (query, key) pairs attend (causal; a sliding window removes more)."""
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
     def pattern_from_logits(self, scores: torch.Tensor, layer: int) -> torch.Tensor:
-        T = scores.shape[-1]
-        causal = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-        return torch.softmax(scores, dim=-1)
+        allowed = self.attention_mask(scores.shape[-1], layer, scores.device)
+        return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
     # --- reads inside a trace (forward order) ------------------------------------------------
 
