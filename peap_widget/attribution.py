@@ -8,6 +8,7 @@ only span-aggregated sums leave it.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from .ablation import SourceValues, ablation_sources
 from .data import Batch, Dataset
 from .errors import PeapError
+from .memory import auto_batch_size, chunk_bytes, is_out_of_memory
 from .metrics import last_token_logits, resolve_metric
 from .result import AttributionResult
 from .scores import AGGREGATIONS, aggregate_pairs, aggregate_positions, crossing_values
@@ -42,7 +44,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
-              aggregation: str = "sum", metric="logit_diff", batch_size: int | None = None,
+              aggregation: str = "sum", metric="logit_diff", batch_size: int | str | None = "auto",
               reference: Dataset | None = None, progress=True) -> AttributionResult:
     """Score every edge of the graph on ``ds``.
 
@@ -58,13 +60,20 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             key <= query) or ``"max_abs"`` (the real edge of largest |score|, sign kept). Then
             the mean over examples.
         metric: ``"logit_diff"``, ``"prob_diff"`` or a callable (see `peap_widget.metrics`).
-        batch_size: examples per trace (None: all at once).
+        batch_size: examples per trace: ``"auto"`` (default) sizes it from the model's shape,
+            the longest prompt and the memory free on the model's device
+            (`peap_widget.memory.auto_batch_size`); an int; None for all at once. If a batch
+            runs out of memory it is halved and retried, with a warning.
         reference: the examples mean ablation averages over.
-        progress: show a tqdm progress bar over batches; or a function called as
-            ``progress(done, total)`` after each batch (widgets use it).
+        progress: show a tqdm progress bar over examples; or a function called as
+            ``progress(done, total)`` with example counts after each batch (widgets use it).
 
     Returns:
         `AttributionResult`; ``res.edges`` is the edge table.
+
+    Raises:
+        NonFiniteError: a NaN or inf in an activation, a gradient or a score, naming the batch
+            (its examples) and the component.
 
     Example:
         >>> res = attribute(model, ds, method="peap", ablation="counterfactual")  # doctest: +SKIP
@@ -75,54 +84,119 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     if aggregation not in AGGREGATIONS:
         raise PeapError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
     metric_name, metric_fn = resolve_metric(metric)
-    batches = list(ds.batches(batch_size, device=model.device))
-    source = ablation_sources(model, ds, ablation, batch_size, reference, metric_fn)
     positional = method == "peap"
+    size = _batch_size(model, ds, batch_size, positional)
+    source = ablation_sources(model, ds, ablation, size, reference, metric_fn)
     spans = list(ds.schema.spans) if positional else [EAP_SPAN]
     graph, cfg = model.graph, model.adapter.config
-    S = len(spans)
-    resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=torch.float64)
-    cross = torch.zeros(3, cfg.n_layers, cfg.n_heads, S, S, dtype=torch.float64) if positional else None
-    clean_metric, source_metric = [], []
+    S, dev = len(spans), model.device
+    # Sums stay on the device (float64) until the end: no host synchronisation per batch.
+    acc_dtype = torch.float64 if dev.type != "mps" else torch.float32
+    resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=acc_dtype, device=dev)
+    cross = (torch.zeros(3, cfg.n_layers, cfg.n_heads, S, S, dtype=acc_dtype, device=dev)
+             if positional else None)
+    clean_metric, source_metric, checks = [], [], FiniteChecks()
 
     from tqdm.auto import tqdm
 
-    with frozen_parameters(model.hf):
-        report = progress if callable(progress) else None
-        for i, batch in enumerate(tqdm(batches, desc=f"{method.upper()} attribution", unit="batch",
-                                       disable=not progress or report is not None)):
-            src = source(batch)
-            if src.metric is not None:
-                source_metric.append(src.metric.double().cpu())
-            out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
-            resid += out["resid"].cpu()
-            if positional:
-                cross += out["cross"].cpu()
-            clean_metric.append(out["metric"].double().cpu())
-            if report is not None:
-                report(i + 1, len(batches))
-
     n = len(ds)
+    report = progress if callable(progress) else None
+    bar = tqdm(total=n, desc=f"{method.upper()} attribution", unit="ex",
+               disable=not progress or report is not None)
+    with bar, frozen_parameters(model.hf):
+        done = 0
+        while done < n:
+            idx = list(range(done, min(n, done + size)))
+            batch = ds.batch(idx, device=dev)
+            try:
+                src = source(batch)
+                out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+            except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
+                if not is_out_of_memory(err) or size == 1:
+                    raise
+                size = max(1, len(idx) // 2)
+                _release(dev)
+                warnings.warn(f"{method.upper()} attribution: out of memory with {len(idx)} "
+                              f"examples per batch; retrying with {size}", ResourceWarning,
+                              stacklevel=2)
+                continue
+            checks.add(f"batch of examples {idx[0]}-{idx[-1]}", out["checks"])
+            if src.metric is not None:
+                source_metric.append(src.metric.detach())
+            resid += out["resid"]
+            if positional:
+                cross += out["cross"]
+            clean_metric.append(out["metric"])
+            checks.verify(keep_last=1)   # the batch before this one: long finished on a GPU
+            done += len(idx)
+            bar.update(len(idx))
+            if report is not None:
+                report(done, n)
+    checks.verify()
+
     resid /= n
     if positional:
         cross /= n
-    clean = torch.cat(clean_metric).numpy()
-    source = torch.cat(source_metric).numpy() if source_metric else None
+    clean = torch.cat(clean_metric).double().cpu().numpy()
+    source = torch.cat(source_metric).double().cpu().numpy() if source_metric else None
     settings = {"method": method, "ablation": ablation, "aggregation": aggregation,
-                "metric": metric_name, "batch_size": batch_size, "n_examples": n,
-                "model": model.name}
+                "metric": metric_name, "batch_size": size,
+                "n_examples": n, "model": model.name}
     lengths = np.asarray([[e - s for s, e in ex.spans] for ex in ds.examples])
     if not positional:
         lengths = lengths.sum(1, keepdims=True)
-    return AttributionResult.from_arrays(graph, spans, resid.numpy(),
-                                         None if cross is None else cross.numpy(), settings,
-                                         clean, source, ds.schema, lengths)
+    return AttributionResult.from_arrays(graph, spans, resid.double().cpu().numpy(),
+                                         None if cross is None else cross.double().cpu().numpy(),
+                                         settings, clean, source, ds.schema, lengths)
 
 
-# Slot gradients and per-position edge values are formed a few examples at a time: chunks of
-# this many bytes stay in the allocator's reused heap and in cache, where whole-batch tensors
-# would be fresh pages on every call (on CPU that page-faulting cost more than the arithmetic).
-CHUNK_BYTES = 16 * 2**20
+def _batch_size(model, ds: Dataset, batch_size, positional: bool) -> int:
+    if batch_size == "auto":
+        return auto_batch_size(model, ds, positional)
+    if batch_size is None:
+        return max(1, len(ds))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PeapError(f"batch_size must be a positive integer, None or 'auto', got {batch_size!r}")
+    return batch_size
+
+
+def _release(device) -> None:
+    """Give cached blocks back after an allocation failure, before the smaller retry."""
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class NonFiniteError(PeapError):
+    """A NaN or inf in a model's activations, gradients or scores (often a broken weight, an
+    overflow in float16, or inputs the model cannot handle)."""
+
+
+class FiniteChecks:
+    """Per-batch finiteness flags, kept on the device and read one batch late, so that checking
+    never stalls a GPU; `verify` raises `NonFiniteError` naming the first bad component."""
+
+    def __init__(self):
+        self.pending: list[tuple[str, list[str], torch.Tensor]] = []
+
+    def add(self, where: str, checks: list[tuple[list[str], torch.Tensor]]) -> None:
+        """``checks``: (labels, flags) pairs, one label per entry of the 1-D bool ``flags``."""
+        labels = [label for group, _ in checks for label in group]
+        flags = torch.cat([flags for _, flags in checks])
+        self.pending.append((where, labels, flags))
+
+    def verify(self, keep_last: int = 0) -> None:
+        while len(self.pending) > keep_last:
+            where, labels, flags = self.pending.pop(0)
+            ok = flags.cpu().tolist()
+            if not all(ok):
+                bad = [label for label, good in zip(labels, ok) if not good]
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise NonFiniteError(
+                    f"{where}: NaN or inf in {bad[0]}{more}. Check the model's weights and dtype "
+                    "(float16 overflows easily; try bfloat16 or float32) and these examples.")
 
 
 def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metric_fn,
@@ -141,13 +215,17 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
     S = M.shape[1]
     W_O = [ad.W_O(layer).to(cd) for layer in range(L)]
     itemsize = torch.finfo(cd).bits // 8
-    chunk = max(1, CHUNK_BYTES // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize))
+    chunk = max(1, chunk_bytes(dev) // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize))
     out: dict = {}
+    names = graph.forward_names
+    heads = lambda layer: names[graph.head_node(layer, 0): graph.head_node(layer, 0) + H]  # noqa: E731
+    clean_ok, source_ok = [], [("input", _finite(src.input))]
     with nn.trace(batch.clean_ids, remote=model.remote):
         inp = ad.read_input(nn)
         inp.requires_grad_(True)
         delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=dev)  # z* - z per node
         delta[:, :, 0] = src.input.to(cd) - inp.detach().to(cd)
+        clean_ok.append(("input", _finite(inp)))
         atts, mlps = [], []
         for layer in range(L):
             att = ad.read_attention(nn, layer)
@@ -158,6 +236,9 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
             mlp = ad.read_mlp(nn, layer)
             mlps.append(mlp)
             delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - mlp.out.detach().to(cd)
+            clean_ok += [(heads(layer), _finite(att.o, H)), (f"m{layer}", _finite(mlp.out))]
+            source_ok += [(heads(layer), _finite(src.o[layer], H)),
+                          (f"m{layer}", _finite(src.mlp[layer]))]
         fin = ad.read_final(nn)
         values = metric_fn(last_token_logits(fin.logits, batch.lengths), batch.correct,
                            batch.incorrect)
@@ -213,7 +294,37 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
                                     ad.attention_mask(T, layer, dev))
                 agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation)
                 cross[:, layer] = agg.sum(0).reshape(3, H, S, S)
+        grads_ok = [("the logits' norm", _finite(g_fin))]
+        for layer in reversed(range(L)):
+            grads_ok += [(f"m{layer}", _finite(g_mlp[layer])), (heads(layer), _finite(g_o[layer], H)),
+                         ([f"{h} q/k/v" for h in heads(layer)],
+                          _finite(g_qkv[layer].transpose(2, 3), H))]
+        out["checks"] = (_labelled(clean_ok, "in the clean run")
+                         + _labelled(source_ok, "in the ablation source")
+                         + [(["the metric"], _finite(values))]
+                         + _labelled(grads_ok, "the gradient at")
+                         + [(["the residual edge scores"], _finite(resid))]
+                         + ([] if cross is None else [(["the crossing edge scores"], _finite(cross))]))
         out["resid"] = resid.to(torch.float64)
         out["cross"] = None if cross is None else cross.to(torch.float64)
         out["metric"] = values.detach()
+    return out
+
+
+def _finite(x: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+    """[1] all-finite flag of ``x``; with ``heads``, [heads] flags of an x laid out
+    [B, T, heads * ...] (head outputs [B, T, H*dh], q/k/v gradients [B, T, H, 3, dh])."""
+    x = x.detach()
+    if heads is None:
+        return torch.isfinite(x).all().reshape(1)
+    return torch.isfinite(x.reshape(x.shape[0] * x.shape[1], heads, -1)).all(-1).all(0)
+
+
+def _labelled(checks, phrase: str) -> list:
+    """[(label or per-head labels, flags)] -> [(label + where, flags)] with one label per flag."""
+    out = []
+    for label, flags in checks:
+        labels = [label] if isinstance(label, str) else list(label)
+        text = [f"{phrase} {lb}" if phrase.startswith("the") else f"{lb} {phrase}" for lb in labels]
+        out.append((text, flags))
     return out

@@ -172,40 +172,44 @@ class Dataset:
     def batches(self, batch_size: int | None = None, device=None, pad_id: int | None = None
                 ) -> Iterator[Batch]:
         """Yield right-padded `Batch` objects of consecutive examples (all at once when None)."""
-        import torch
-
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise PeapError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         n = len(self)
         size = n if batch_size is None else batch_size
+        for start in range(0, n, size):
+            yield self.batch(range(start, min(n, start + size)), device, pad_id)
+
+    def batch(self, indices, device=None, pad_id: int | None = None) -> Batch:
+        """One right-padded `Batch` of the examples at ``indices`` (any order)."""
+        import torch
+
         if pad_id is None:
             pad_id = getattr(self.tokenizer, "pad_token_id", None)
             pad_id = 0 if pad_id is None else pad_id
-        for start in range(0, n, size):
-            idx = list(range(start, min(n, start + size)))
-            exs = [self.examples[i] for i in idx]
-            T = max(e.length for e in exs)
-            clean = torch.full((len(exs), T), pad_id, dtype=torch.long)
-            span_ids = torch.full((len(exs), T), -1, dtype=torch.long)
-            corrupted = None
-            if all(e.corrupted_ids is not None for e in exs):
-                corrupted = torch.full((len(exs), T), pad_id, dtype=torch.long)
-            for b, e in enumerate(exs):
-                clean[b, : e.length] = torch.tensor(e.clean_ids)
-                if corrupted is not None:
-                    corrupted[b, : e.length] = torch.tensor(e.corrupted_ids)
-                for s, (lo, hi) in enumerate(e.spans):
-                    span_ids[b, lo:hi] = s
-            yield Batch(
-                indices=idx,
-                clean_ids=clean.to(device),
-                corrupted_ids=None if corrupted is None else corrupted.to(device),
-                lengths=torch.tensor([e.length for e in exs], device=device),
-                span_ids=span_ids.to(device),
-                correct=torch.tensor([e.correct_id for e in exs], device=device),
-                incorrect=torch.tensor([e.incorrect_id for e in exs], device=device),
-                n_spans=len(self.schema),
-            )
+        idx = [int(i) for i in indices]
+        exs = [self.examples[i] for i in idx]
+        T = max(e.length for e in exs)
+        clean = torch.full((len(exs), T), pad_id, dtype=torch.long)
+        span_ids = torch.full((len(exs), T), -1, dtype=torch.long)
+        corrupted = None
+        if all(e.corrupted_ids is not None for e in exs):
+            corrupted = torch.full((len(exs), T), pad_id, dtype=torch.long)
+        for b, e in enumerate(exs):
+            clean[b, : e.length] = torch.tensor(e.clean_ids)
+            if corrupted is not None:
+                corrupted[b, : e.length] = torch.tensor(e.corrupted_ids)
+            for s, (lo, hi) in enumerate(e.spans):
+                span_ids[b, lo:hi] = s
+        return Batch(
+            indices=idx,
+            clean_ids=clean.to(device),
+            corrupted_ids=None if corrupted is None else corrupted.to(device),
+            lengths=torch.tensor([e.length for e in exs], device=device),
+            span_ids=span_ids.to(device),
+            correct=torch.tensor([e.correct_id for e in exs], device=device),
+            incorrect=torch.tensor([e.incorrect_id for e in exs], device=device),
+            n_spans=len(self.schema),
+        )
 
     # --- JSON -------------------------------------------------------------------------------
 

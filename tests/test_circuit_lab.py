@@ -12,7 +12,7 @@ def test_lab_runs_the_whole_path(tiny_results, tmp_path, chromium):
     lab = pw.CircuitLab(model, ds, path=tmp_path / "spans.json", curve_sizes=[5, 30, 1.0])
     assert lab.run() is True
     assert set(lab.results) == {"PEAP", "EAP"}
-    assert lab.progress.value == lab.progress.max == 1          # one batch, reported
+    assert lab.progress.value == lab.progress.max == len(ds)    # every example, reported
     # the same scores as a direct call
     assert (lab.results["PEAP"].scores == peap.scores).all()
     assert [s["name"] for s in lab.curves.series] == ["PEAP", "EAP"]
