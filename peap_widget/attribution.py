@@ -219,13 +219,11 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
     out: dict = {}
     names = graph.forward_names
     heads = lambda layer: names[graph.head_node(layer, 0): graph.head_node(layer, 0) + H]  # noqa: E731
-    clean_ok, source_ok = [], [("input", _finite(src.input))]
     with nn.trace(batch.clean_ids, remote=model.remote):
         inp = ad.read_input(nn)
         inp.requires_grad_(True)
         delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=dev)  # z* - z per node
         delta[:, :, 0] = src.input.to(cd) - inp.detach().to(cd)
-        clean_ok.append(("input", _finite(inp)))
         atts, mlps = [], []
         for layer in range(L):
             att = ad.read_attention(nn, layer)
@@ -236,9 +234,6 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
             mlp = ad.read_mlp(nn, layer)
             mlps.append(mlp)
             delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - mlp.out.detach().to(cd)
-            clean_ok += [(heads(layer), _finite(att.o, H)), (f"m{layer}", _finite(mlp.out))]
-            source_ok += [(heads(layer), _finite(src.o[layer], H)),
-                          (f"m{layer}", _finite(src.mlp[layer]))]
         fin = ad.read_final(nn)
         values = metric_fn(last_token_logits(fin.logits, batch.lengths), batch.correct,
                            batch.incorrect)
@@ -294,6 +289,13 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
                                     ad.attention_mask(T, layer, dev))
                 agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation)
                 cross[:, layer] = agg.sum(0).reshape(3, H, S, S)
+        # Finiteness flags (on the device; `FiniteChecks` reads them one batch late).
+        clean_ok, source_ok = [("input", _finite(inp))], [("input", _finite(src.input))]
+        for layer in range(L):
+            clean_ok += [(heads(layer), _finite(atts[layer].o, H)),
+                         (f"m{layer}", _finite(mlps[layer].out))]
+            source_ok += [(heads(layer), _finite(src.o[layer], H)),
+                          (f"m{layer}", _finite(src.mlp[layer]))]
         grads_ok = [("the logits' norm", _finite(g_fin))]
         for layer in reversed(range(L)):
             grads_ok += [(f"m{layer}", _finite(g_mlp[layer])), (heads(layer), _finite(g_o[layer], H)),
