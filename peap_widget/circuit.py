@@ -16,14 +16,15 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 import json
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from .errors import PeapError
 from .graph import QKV, EdgeSpace, Graph, GraphConfig
+from .greedy import GreedyOrder
 from .jsonio import dump_json
 
 FORMAT = "peap_widget.circuit"
@@ -31,95 +32,146 @@ SEARCH_METHODS = ("greedy", "topn", "threshold")
 
 
 class Units:
-    """The search graph's units over an `EdgeSpace`: rows grouped (q/k/v merged or not)."""
+    """The search graph's units over an `EdgeSpace`: rows grouped (q/k/v merged or not).
+
+    Units are numbered like rows: residual rows are their own units (same index); crossing rows
+    follow, one unit each, or (``merge_qkv``) one per (head, query span, key span) group, whose
+    q, k and v rows are the group's index plus 0, 1 and 2 times the rows per kind. So every map
+    between rows and units is arithmetic and nothing here holds per-row Python objects.
+    """
 
     def __init__(self, space: EdgeSpace, merge_qkv: bool):
         self.space, self.merge_qkv = space, merge_qkv
-        n = len(space)
-        if merge_qkv and space.crossing:
-            grp = space.crossing_group
-            # unit of a crossing row = n_resid + its group; residual rows keep their index
-            self.of_row = np.where(grp < 0, np.arange(n), space.n_resid + grp)
-        else:
-            self.of_row = np.arange(n)
-        self.n = int(self.of_row.max()) + 1 if n else 0
-        # child: every row of a unit has the same child
-        self.child = np.empty(self.n, dtype=np.int64)
-        self.child[self.of_row] = space.child
-        # parents: up to 3 per unit (-1 padded)
-        width = 3 if (merge_qkv and space.crossing) else 1
-        self.parents = np.full((self.n, width), -1, dtype=np.int64)
-        slot = np.zeros(n, dtype=np.int64)
-        if width == 3:
-            slot[space.n_resid:] = space.kind
-        self.parents[self.of_row, slot] = space.parent
-        # units into each node (CSR)
-        by_child = np.argsort(self.child, kind="stable")
-        self.into_sorted = by_child
-        self.into_start = np.searchsorted(self.child[by_child], np.arange(space.n_nodes + 1))
+        #: whether crossing rows are grouped (q/k/v merged and there are crossing rows)
+        self.merged = bool(merge_qkv and space.crossing)
+        self.per_kind = space.n_cross // 3
+        self.n = space.n_resid + (self.per_kind if self.merged else space.n_cross)
+
+    @cached_property
+    def of_row(self) -> np.ndarray:
+        """[rows] the unit of every row."""
+        sp = self.space
+        of = np.arange(len(sp), dtype=np.int64 if len(sp) >= 2**31 else np.int32)
+        if self.merged:
+            of[sp.n_resid:] = sp.n_resid + np.tile(np.arange(self.per_kind), 3)
+        return of
+
+    def rows_mask(self, unit_mask: np.ndarray) -> np.ndarray:
+        """[rows] bool: the rows of the units in ``unit_mask``."""
+        unit_mask = np.asarray(unit_mask, dtype=bool)
+        if not self.merged:
+            return unit_mask.copy()
+        sp = self.space
+        return np.concatenate([unit_mask[: sp.n_resid], np.tile(unit_mask[sp.n_resid:], 3)])
+
+    def unit_mask(self, row_mask: np.ndarray) -> np.ndarray:
+        """[units] bool: units with at least one row in ``row_mask``."""
+        row_mask = np.asarray(row_mask, dtype=bool)
+        if not self.merged:
+            return row_mask.copy()
+        sp = self.space
+        return np.concatenate([row_mask[: sp.n_resid],
+                               row_mask[sp.n_resid:].reshape(3, -1).any(0)])
+
+    def count(self, row_mask: np.ndarray) -> int:
+        """How many units have a row in ``row_mask`` (a merged group counts once)."""
+        row_mask = np.asarray(row_mask, dtype=bool)
+        if not self.merged:
+            return int(np.count_nonzero(row_mask))
+        sp = self.space
+        return int(np.count_nonzero(row_mask[: sp.n_resid])
+                   + np.count_nonzero(row_mask[sp.n_resid:].reshape(3, -1).any(0)))
+
+    def _values(self, scores, absolute: bool, rows=None) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        vals = s if rows is None else s[rows]
+        vals = np.abs(vals) if absolute else vals
+        return np.where(np.isnan(vals), -np.inf, vals)
 
     def keys(self, scores: np.ndarray, absolute: bool) -> np.ndarray:
         """[units] ranking key: |score| (merged: max |q|,|k|,|v|) or the signed score (merged:
-        the largest)."""
-        vals = np.abs(scores) if absolute else np.asarray(scores, dtype=np.float64)
-        vals = np.where(np.isnan(vals), -np.inf, vals)
-        key = np.full(self.n, -np.inf)
-        np.maximum.at(key, self.of_row, vals)
-        return key
+        the largest); NaN scores rank as -inf."""
+        vals = self._values(scores, absolute)
+        if not self.merged:
+            return vals
+        n_resid = self.space.n_resid
+        return np.concatenate([vals[:n_resid], vals[n_resid:].reshape(3, -1).max(0)])
+
+    def keys_of(self, scores: np.ndarray, absolute: bool, units: np.ndarray) -> np.ndarray:
+        """`keys` of just ``units`` (no array over all units)."""
+        units = np.asarray(units, dtype=np.int64)
+        n_resid = self.space.n_resid
+        if not self.merged or not len(units) or units.max() < n_resid:
+            return self._values(scores, absolute, units)
+        cross = units >= n_resid
+        rows = np.where(cross[:, None], units[:, None] + self.per_kind * np.arange(3),
+                        units[:, None])
+        return self._values(scores, absolute, rows).max(1)
+
+    def into(self, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """(units whose child is ``node``, their parent nodes): parents [m] for single rows,
+        [m, 3] (q, k, v) for merged q/k/v groups. Units come in increasing order."""
+        rows, parents = self.space.incoming(node)
+        if not self.merged or not len(rows) or rows[0] < self.space.n_resid:
+            return rows, parents
+        # a head's incoming crossing rows: q rows, k rows, v rows, one of each per group
+        m = len(rows) // 3
+        return rows[:m], parents.reshape(3, m).T
+
+    def parents_of(self, units: np.ndarray) -> np.ndarray:
+        """[len(units), 1 or 3] parent nodes of ``units`` (merged: 3 per unit, -1 padded for
+        residual units)."""
+        units = np.asarray(units, dtype=np.int64)
+        sp = self.space
+        if not self.merged:
+            return self._row_parents(units)[:, None]
+        out = np.full((len(units), 3), -1, dtype=np.int64)
+        cross = units >= sp.n_resid
+        out[~cross, 0] = self._row_parents(units[~cross])
+        rows = units[cross][:, None] + self.per_kind * np.arange(3)
+        out[cross] = self._row_parents(rows.ravel()).reshape(-1, 3)
+        return out
+
+    def _row_parents(self, rows: np.ndarray) -> np.ndarray:
+        """Parent nodes of rows by arithmetic (no per-row array needed)."""
+        sp = self.space
+        res = rows < sp.n_resid
+        out = np.empty(len(rows), dtype=np.int64)
+        s, u, _ = sp.resid_coords(rows[res])
+        out[res] = sp.F(u, s)
+        c = rows[~res] - sp.n_resid
+        read = np.where(sp.kind[c] == 0, sp.qspan[c], sp.kspan[c])
+        out[~res] = sp.SLOT(sp.layer[c] * sp.graph.H + sp.head[c], sp.kind[c], read)
+        return out
+
+    @property
+    def child(self) -> np.ndarray:
+        """[units] child node of every unit (all rows of a unit share it)."""
+        sp = self.space
+        return sp.child[: self.n] if not self.merged else np.concatenate(
+            [sp.child[: sp.n_resid], sp.child[sp.n_resid: sp.n_resid + self.per_kind]])
+
+    @property
+    def parents(self) -> np.ndarray:
+        """[units, 1 or 3] parent nodes of every unit (-1 padded)."""
+        return self.parents_of(np.arange(self.n))
+
+    @cached_property
+    def n_reachable(self) -> int:
+        """How many units the full greedy order has: those whose child has a path to the root
+        (greedy takes each of them sooner or later; the scores only decide when)."""
+        sp = self.space
+        return self.count(sp.root_reachable[sp.child])
 
     def greedy_order(self, key: np.ndarray) -> np.ndarray:
         """Units in the order greedy search adds them, until none is reachable."""
-        active = np.zeros(self.space.n_nodes, dtype=bool)
-        taken = np.zeros(self.n, dtype=bool)
-        heap: list = []
-
-        def activate(node):  # its incoming units become candidates
-            active[node] = True
-            for v in self.into_sorted[self.into_start[node]: self.into_start[node + 1]]:
-                if not taken[v]:
-                    heapq.heappush(heap, (-key[v], int(v)))
-
-        activate(self.space.root)
-        order = []
-        while heap:
-            _, u = heapq.heappop(heap)
-            if taken[u]:
-                continue
-            taken[u] = True
-            order.append(u)
-            for p in self.parents[u]:
-                if p >= 0 and not active[p]:
-                    activate(p)
-        return np.asarray(order, dtype=np.int64)
+        key = np.asarray(key, dtype=np.float64)
+        return GreedyOrder(self, key.__getitem__, lambda: key).prefix()
 
     def on_paths(self, unit_mask: np.ndarray) -> np.ndarray:
-        """Units of ``unit_mask`` lying on some path from an input node to the root."""
-        space = self.space
-        units = np.nonzero(unit_mask)[0]
-        child, parents = self.child[units], self.parents[units]
-        valid = parents >= 0
-        from_input = np.zeros(space.n_nodes + 1, dtype=bool)  # last entry: the -1 padding
-        from_input[space.input_nodes] = True
-        while True:  # nodes with a path from an input node
-            ok = (from_input[parents] & valid).any(1)
-            new = from_input.copy()
-            new[child[ok]] = True
-            if (new == from_input).all():
-                break
-            from_input = new
-        to_root = np.zeros(space.n_nodes + 1, dtype=bool)
-        to_root[space.root] = True
-        while True:  # nodes with a path to the root
-            ok = to_root[child]
-            new = to_root.copy()
-            new[parents[ok][valid[ok]]] = True
-            if (new == to_root).all():
-                break
-            to_root = new
-        keep = to_root[child] & (from_input[parents] & valid).any(1)
-        out = np.zeros(self.n, dtype=bool)
-        out[units[keep]] = True
-        return out
+        """Units of ``unit_mask`` lying on some path from an input node to the root (a merged
+        unit when any of its rows is)."""
+        return self.unit_mask(self.space.on_paths(self.rows_mask(unit_mask)))
 
 
 class Circuit:
@@ -157,15 +209,17 @@ class Circuit:
 
     @property
     def edges(self):
-        """The rows of the edge table in the circuit (q/k/v rows apart), with scores."""
-        t = self.space.table[self.in_rows].copy()
-        t["score"] = self.scores[self.in_rows]
+        """The rows of the edge table in the circuit (q/k/v rows apart), with scores, indexed by
+        row number."""
+        rows = np.nonzero(self.in_rows)[0]
+        t = self.space.frame(rows)
+        t["score"] = self.scores[rows]
         return t
 
     @property
     def n_edges(self) -> int:
         """Edges in the circuit, counting a merged q/k/v group once when ``merge_qkv``."""
-        return int(np.unique(self.units.of_row[self.in_rows]).size)
+        return self.units.count(self.in_rows)
 
     @property
     def n_rows(self) -> int:
@@ -181,14 +235,14 @@ class Circuit:
         """Mean per-example real edges (each abstract edge expanded by its span lengths)."""
         if self.span_lengths is None:
             return None
-        return float(self.space.real_counts(self.span_lengths)[self.in_rows].sum())
+        return self.space.real_total(self.in_rows, self.span_lengths)
 
     @property
     def real_fraction(self) -> float | None:
         if self.span_lengths is None:
             return None
-        counts = self.space.real_counts(self.span_lengths)
-        return float(counts[self.in_rows].sum() / counts.sum())
+        total = self.space.real_total(np.ones(len(self.space), dtype=bool), self.span_lengths)
+        return self.space.real_total(self.in_rows, self.span_lengths) / total
 
     def nodes(self) -> list[str]:
         """Positional nodes touched by the circuit's edges (``a1.h2@S2``, ``a1.h2<k>@S1``...)."""
@@ -218,9 +272,7 @@ class Circuit:
     def _rows_of_edge(self, edge, merged: bool | None) -> np.ndarray:
         row = self.space.row(edge)
         merged = self.merge_qkv if merged is None else merged
-        if merged and self.space.crossing_group[row] >= 0:
-            return np.nonzero(self.space.crossing_group == self.space.crossing_group[row])[0]
-        return np.asarray([row])
+        return self.space.group_rows(row) if merged else np.asarray([row])
 
     def _set(self, rows, value: bool) -> int:
         rows = np.asarray(rows, dtype=np.int64)
@@ -248,7 +300,9 @@ class Circuit:
         ids = [sp.node_index[n] for n in names if n in sp.node_index]
         if not ids:
             raise KeyError(f"no node {node!r} (nodes look like 'a1.h2@S2', 'm0@IO', 'a1.h2', 'm0')")
-        return np.nonzero(np.isin(sp.child, ids) | np.isin(sp.parent, ids))[0]
+        hit = np.zeros(sp.n_nodes, dtype=bool)
+        hit[ids] = True
+        return np.nonzero(hit[sp.child] | hit[sp.parent])[0]
 
     def remove_node(self, node: str) -> int:
         """Remove a node with all its edges: ``"a1.h2@S2"`` (one span, with the head's q/k/v
@@ -280,7 +334,7 @@ class Circuit:
 
     def to_dict(self) -> dict:
         rows = np.nonzero(self.in_rows)[0]
-        t = self.space.table.iloc[rows]
+        t = self.space.frame(rows).astype(object)
         return {
             "format": FORMAT, "version": 1, "name": self.name,
             "graph": self.space.graph.cfg.to_dict(), "spans": self.space.spans,
@@ -304,10 +358,16 @@ class Circuit:
             space = _space(GraphConfig(**d["graph"]), tuple(d["spans"]), bool(d["crossing"]))
             in_rows = np.zeros(len(space), dtype=bool)
             scores = np.full(len(space), np.nan)
-            for *key, score in d["edges"]:
-                row = space.row(tuple(key))
-                in_rows[row] = True
-                scores[row] = np.nan if score is None else score
+            edges = d["edges"]
+            if edges:
+                if any(len(e) != 6 for e in edges):
+                    raise ValueError("every edge needs kind, src, dst, src_span, dst_span, score")
+                rows = space.rows_of_keys(*zip(*(e[:5] for e in edges)))
+                if (rows < 0).any():
+                    raise KeyError(f"no edge {tuple(edges[int(np.argmin(rows))][:5])!r} "
+                                   "(kind, src, dst, src_span, dst_span)")
+                in_rows[rows] = True
+                scores[rows] = [np.nan if e[5] is None else e[5] for e in edges]
             return cls(space, in_rows, scores, bool(d["merge_qkv"]), d.get("settings"),
                        d.get("span_lengths"), d.get("name", ""))
         except (KeyError, TypeError, ValueError) as err:
@@ -340,10 +400,11 @@ class Circuit:
             raise PeapError("to_networkx needs networkx: pip install networkx") from None
         sp = self.space
         G = nx.MultiDiGraph(spans=sp.spans)
-        t = sp.table
+        kinds = ("resid", *QKV)
         for row in np.nonzero(self.in_rows)[0]:
+            kind = kinds[0] if row < sp.n_resid else kinds[1 + sp.kind[row - sp.n_resid]]
             G.add_edge(sp.node_names[sp.parent[row]], sp.node_names[sp.child[row]], key=int(row),
-                       kind=t["kind"].iat[row], score=float(self.scores[row]), row=int(row))
+                       kind=kind, score=float(self.scores[row]), row=int(row))
         return G
 
     def to_mib(self) -> dict:
@@ -352,10 +413,8 @@ class Circuit:
         MIB counterpart and are left out."""
         sp = self.space
         g = sp.graph
-        resid_in = np.zeros((sp.n_spans, g.n_forward, g.n_backward), dtype=bool)
-        resid_in[sp.span, sp.fwd, sp.bwd] = self.in_rows[: sp.n_resid]
-        resid_score = np.zeros(resid_in.shape)
-        resid_score[sp.span, sp.fwd, sp.bwd] = np.nan_to_num(self.scores[: sp.n_resid])
+        resid_in, _ = sp.dense(self.in_rows, False)
+        resid_score, _ = sp.dense(np.nan_to_num(self.scores), 0.0)
         in_any = resid_in.any(0)
         score_sum = resid_score.sum(0)
         fwd, bwd = np.nonzero(g.edge_mask)
@@ -394,12 +453,18 @@ class Circuit:
             space = _space(cfg, ("all",), False)
             in_rows = np.zeros(len(space), dtype=bool)
             scores = np.full(len(space), np.nan)
-            for name, e in d["edges"].items():
-                parent, child = name.split("->")
-                row = space.row(("resid", parent, child, "all", "all"))
-                in_rows[row] = bool(e["in_graph"])
-                if e.get("score") is not None:
-                    scores[row] = float(e["score"])
+            names, edges = list(d["edges"]), list(d["edges"].values())
+            ends = [name.split("->") for name in names]
+            if any(len(e) != 2 for e in ends):
+                raise ValueError("MIB edge names look like 'm0->a1.h2<q>'")
+            n = len(names)
+            rows = space.rows_of_keys(["resid"] * n, [a for a, _ in ends], [b for _, b in ends],
+                                      ["all"] * n, ["all"] * n)
+            if (rows < 0).any():
+                raise KeyError(f"no edge {names[int(np.argmin(rows))]!r} in this graph")
+            in_rows[rows] = [bool(e["in_graph"]) for e in edges]
+            given = [e.get("score") is not None for e in edges]
+            scores[rows[given]] = [float(e["score"]) for e, g in zip(edges, given) if g]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise PeapError(f"malformed MIB graph JSON: {err!r}") from None
         return cls(space, in_rows, scores, merge_qkv)
@@ -430,38 +495,71 @@ def search(space: EdgeSpace, scores: np.ndarray, n_edges: int | None = None, met
     if method not in SEARCH_METHODS:
         raise PeapError(f"unknown circuit search method {method!r}; use one of {SEARCH_METHODS}")
     units = _units(space, merge_qkv)
-    key = units.keys(scores, absolute)
     if method == "threshold":
         if threshold is None:
             raise PeapError("method='threshold' needs threshold=...")
-        chosen = np.nonzero(key >= threshold)[0]
+        unit_mask = units.keys(scores, absolute) >= threshold
     else:
         if n_edges is None or int(n_edges) != n_edges or n_edges < 0:
             raise PeapError(f"n_edges must be a non-negative integer, got {n_edges!r}")
+        unit_mask = np.zeros(units.n, dtype=bool)
         if method == "greedy":
-            chosen = greedy_order(space, scores, merge_qkv, absolute, order_cache)[: int(n_edges)]
+            unit_mask = _greedy_set(space, scores, int(n_edges), merge_qkv, absolute, order_cache)
         else:
-            chosen = np.argsort(-key, kind="stable")[: int(n_edges)]
-    unit_mask = np.zeros(units.n, dtype=bool)
-    unit_mask[chosen] = True
-    rows = unit_mask[units.of_row]
+            unit_mask[top_indices(units.keys(scores, absolute), int(n_edges))] = True
+    rows = units.rows_mask(unit_mask)
     return _on_paths(space, rows) if prune else rows
 
 
-def greedy_order(space: EdgeSpace, scores: np.ndarray, merge_qkv: bool = True,
-                 absolute: bool = True, cache: dict | None = None) -> np.ndarray:
-    """Units in the order greedy search adds them (kept in ``cache`` by (merge_qkv, absolute))."""
-    ck = (merge_qkv, absolute)
-    order = None if cache is None else cache.get(ck)
-    if order is None:
+def top_indices(key: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest entries of ``key``, largest first, ties to the smaller index
+    (a stable sort's order) without sorting everything."""
+    n = min(max(int(n), 0), len(key))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n < len(key):
+        kth = -np.partition(-key, n - 1)[n - 1]   # the n-th largest value
+        cand = np.nonzero(key >= kth)[0]          # every index tied with it comes along
+    else:
+        cand = np.arange(len(key))
+    return cand[np.argsort(-key[cand], kind="stable")][:n]
+
+
+def _greedy_set(space, scores, n: int, merge_qkv: bool, absolute: bool, cache) -> np.ndarray:
+    """[units] bool: the first ``n`` units of the greedy order. When ``n`` covers every unit
+    greedy can reach, that is the reachable set, found without ordering it."""
+    units = _units(space, merge_qkv)
+    mask = np.zeros(units.n, dtype=bool)
+    g = _greedy(space, scores, merge_qkv, absolute, cache)
+    if not g._done and n >= units.n // 2 and n >= units.n_reachable:
+        mask[:] = units.unit_mask(space.root_reachable[space.child])
+        return mask
+    mask[g.prefix(n)] = True
+    return mask
+
+
+def _greedy(space, scores, merge_qkv: bool, absolute: bool, cache: dict | None) -> GreedyOrder:
+    """The (lazily extended) greedy order, kept in ``cache`` by (merge_qkv, absolute)."""
+    ck = (bool(merge_qkv), bool(absolute))
+    g = None if cache is None else cache.get(ck)
+    if g is None:
         units = _units(space, merge_qkv)
-        order = units.greedy_order(units.keys(scores, absolute))
+        g = GreedyOrder(units, lambda u: units.keys_of(scores, absolute, u),
+                        lambda: units.keys(scores, absolute))
         if cache is not None:
-            cache[ck] = order
-    return order
+            cache[ck] = g
+    return g
+
+
+def greedy_order(space: EdgeSpace, scores: np.ndarray, merge_qkv: bool = True,
+                 absolute: bool = True, cache: dict | None = None,
+                 n: int | None = None) -> np.ndarray:
+    """The first ``n`` units (all when None) in the order greedy search adds them; computed only
+    as far as needed and kept in ``cache`` (by (merge_qkv, absolute)) to extend later."""
+    return _greedy(space, scores, merge_qkv, absolute, cache).prefix(n)
 
 
 def _on_paths(space: EdgeSpace, rows: np.ndarray) -> np.ndarray:
     """Rows of ``rows`` on some path from an input node to the root, row by row (so a merged
     q/k/v group loses the rows whose own input is cut off)."""
-    return _units(space, False).on_paths(rows)
+    return space.on_paths(rows)

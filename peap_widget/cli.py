@@ -46,7 +46,7 @@ def _discover(args) -> int:
     summary = run_discovery(model, task, args.out, methods=methods, ablation=args.ablation,
                             sizes=sizes, n_discovery=args.n if Path(args.task).suffix == "" else None,
                             n_edges=args.edges, table_format=args.format, batch_size=args.batch_size,
-                            progress=not args.quiet)
+                            progress=not args.quiet, result_format=args.result_format)
     _print_summary(summary, methods, args.out)
     return 0
 
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--format", default="csv", choices=["csv", "parquet"], help="edge table format")
+    d.add_argument("--result-format", default="json.gz", choices=["json.gz", "npz"],
+                   help="result file format (npz: compact binary, for big graphs)")
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--device", default=None)
     d.add_argument("--dtype", default=None)

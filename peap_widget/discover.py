@@ -3,8 +3,8 @@ folder (edge tables, circuits, curves, an offline HTML report).
 
     >>> summary = run_discovery(model, task, out="ioi_run", methods=("peap", "eap"))  # doctest: +SKIP
 
-Files in ``out``: ``edges_<method>.csv`` (or ``.parquet``), ``result_<method>.json.gz``
-(reload with `AttributionResult.load`), ``circuit_<method>.json``, ``faithfulness.csv``,
+Files in ``out``: ``edges_<method>.csv`` (or ``.parquet``), ``result_<method>.json.gz`` (or
+``.npz``, the compact binary form for big graphs; reload either with `AttributionResult.load`), ``circuit_<method>.json``, ``faithfulness.csv``,
 ``faithfulness.png``, ``report.html`` and ``summary.json``. They are written to a temporary folder
 beside ``out`` and moved in only when everything succeeded, so a failed run leaves ``out`` as it was.
 """
@@ -23,6 +23,9 @@ from .curves import faithfulness_curve, mib_scores
 from .errors import PeapError
 from .evaluate import Evaluator
 from .report import write_report
+
+#: how `run_discovery` can write each `AttributionResult` (`AttributionResult.save` by suffix)
+RESULT_FORMATS = ("json.gz", "npz")
 
 #: the demo's and CLI's default sizes: MIB's fractions plus a few in between
 DEFAULT_SIZES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3,
@@ -50,7 +53,7 @@ def parse_sizes(text: str) -> list:
 def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterfactual",
                   sizes=DEFAULT_SIZES, n_discovery: int | None = None, n_edges: int | None = None,
                   table_format: str = "csv", batch_size: int | None = 64, progress: bool = True,
-                  title: str | None = None) -> dict:
+                  title: str | None = None, result_format: str = "json.gz") -> dict:
     """Run the whole job on a `peap_widget.tasks.Task` (split into discovery and evaluation
     halves, or the first ``n_discovery`` records for discovery) and write the files to ``out``.
 
@@ -58,6 +61,8 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
     normalized faithfulness reaches 0.8. Returns the summary (also in ``summary.json``)."""
     if table_format not in ("csv", "parquet"):
         raise PeapError(f"table format must be csv or parquet, got {table_format!r}")
+    if result_format not in RESULT_FORMATS:
+        raise PeapError(f"result format must be one of {RESULT_FORMATS}, got {result_format!r}")
     if table_format == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -96,7 +101,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
                 res.edges.to_csv(table_path, index=False)
             else:
                 res.edges.to_parquet(table_path, index=False)
-            res.save(tmp / f"result_{m}.json.gz")
+            res.save(tmp / f"result_{m}.{result_format}")
             if n_edges is None:
                 point = curve.point(0.8, label)
                 size = (int(point["requested"]) if point is not None

@@ -68,11 +68,13 @@ def test_discover_writes_every_file(model_dir, tmp_path, capsys):
 def test_discover_greater_than_with_mean_ablation(model_dir, tmp_path):
     out = tmp_path / "gt"
     assert run("discover", "--model", model_dir, "--task", "greater-than", "--n", 6,
-               "--ablation", "mean", "--sizes", "0.1,1", "--edges", 20, "--out", out, "--quiet") == 0
+               "--ablation", "mean", "--sizes", "0.1,1", "--edges", 20, "--out", out, "--quiet",
+               "--result-format", "npz") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "greater-than" and summary["ablation"] == "mean"
     assert "clean_accuracy" not in summary  # the task's own metric is a probability difference
-    assert pw.AttributionResult.load(out / "result_peap.json.gz").settings["metric"] == "year_prob_diff"
+    assert not (out / "result_peap.json.gz").exists()
+    assert pw.AttributionResult.load(out / "result_peap.npz").settings["metric"] == "year_prob_diff"
 
 
 def test_discover_on_a_users_file(model_dir, tmp_path):
