@@ -105,41 +105,109 @@ def test_head_cards(explorer, tiny_results):
     assert len(info["a0.h0"]["promotes"]) == 5
 
 
-def _run_js(data: dict, selections: list) -> list:
-    script = """
-import { readFileSync } from "node:fs";
-import { prepare, circuitRows } from "./js/circuit_explorer/logic.js";
-const inp = JSON.parse(readFileSync(0, "utf8"));
+# node runs the page's logic (js/circuit_explorer/logic.js) on the explorer's traits; where a
+# selection needs rows the page lacks it prints the page's "more" request and reads the answer,
+# which comes from the explorer's own message handler (so the whole protocol runs).
+_NODE_PAGE = """
+import { createInterface } from "node:readline";
+import { prepare, circuitRows, missing, appendChunk } from "./js/circuit_explorer/logic.js";
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const next = async () => JSON.parse((await lines.next()).value);
+const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\\n");
 const T = { Int8Array, Int16Array, Int32Array, Float64Array };
-const d = { info: inp.info };
-for (const [k, [type, values]] of Object.entries(inp.arrays)) d[k] = T[type].from(values);
+const bytes = (b64) => { const b = Buffer.from(b64, "base64"); return new DataView(b.buffer, b.byteOffset, b.length); };
+const inp = await next();
+const d = { info: inp.info, shipped: inp.shipped };
+for (const [k, [type, b64]] of Object.entries(inp.arrays)) {
+  const v = bytes(b64);
+  d[k] = new T[type](v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength));
+}
 prepare(d);
-const out = inp.selections.map((s) => Array.from(circuitRows(d, s)));
-process.stdout.write(JSON.stringify(out));
+const out = [];
+for (const s of inp.selections) {
+  let need, asked = 0;
+  while ((need = missing(d, s)) && !(d.limited && (need.order != null || need.threshold != null)) && asked++ < 200) {
+    say({ request: { type: "more", req: String(asked), have: { order: d.order.length, top: d.top, units: d.nUnits },
+      order: need.order ?? null, threshold: need.threshold ?? null, units: need.units ?? [] } });
+    const ans = await next();
+    const arrays = Object.fromEntries(Object.entries(ans.buffers).map(([k, b]) => [k, bytes(b)]));
+    if (!appendChunk(d, ans.msg, arrays)) throw new Error("chunk not applied");
+  }
+  const rows = circuitRows(d, s);
+  const ids = [];
+  for (let r = 0; r < d.nRows; r++) if (rows[r]) ids.push(d.rowId[r]);
+  out.push({ need, rows: ids.sort((a, b) => a - b), requests: asked, held: d.nUnits });
+}
+say({ result: out });
 """
-    proc = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, text=True,
-                          input=json.dumps({**data, "selections": selections}),
-                          capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
-def _js_data(ex) -> dict:
-    def arr(name, dtype, js):
-        return [js, np.frombuffer(getattr(ex, name), dtype=dtype).tolist()]
+def _js_page(ex, selections: list) -> list:
+    """What the page logic draws for each selection (global row ids), fetching as a page does."""
+    import base64
 
-    return {"info": ex.info, "arrays": {
-        "nodeType": arr("node_type", np.int8, "Int8Array"),
-        "nodeLayer": arr("node_layer", np.int16, "Int16Array"),
-        "nodeHead": arr("node_head", np.int16, "Int16Array"),
-        "nodeSpan": arr("node_span", np.int16, "Int16Array"),
-        "parent": arr("row_parent", np.int32, "Int32Array"),
-        "child": arr("row_child", np.int32, "Int32Array"),
-        "unit": arr("row_unit", np.int32, "Int32Array"),
-        "kind": arr("row_kind", np.int8, "Int8Array"),
-        "score": arr("row_score", np.float64, "Float64Array"),
-        "order": arr("unit_order", np.int32, "Int32Array"),
-    }}
+    def b64(b):
+        return base64.b64encode(bytes(b)).decode("ascii")
+
+    arrays = {"nodeType": ("Int8Array", ex.node_type), "nodeLayer": ("Int16Array", ex.node_layer),
+              "nodeHead": ("Int16Array", ex.node_head), "nodeSpan": ("Int16Array", ex.node_span),
+              "unitIds": ("Int32Array", ex.unit_ids), "order": ("Int32Array", ex.unit_order),
+              "rowId": ("Int32Array", ex.row_id), "parent": ("Int32Array", ex.row_parent),
+              "child": ("Int32Array", ex.row_child), "unit": ("Int32Array", ex.row_unit),
+              "kind": ("Int8Array", ex.row_kind), "score": ("Float64Array", ex.row_score),
+              "src": ("Int16Array", ex.row_src), "dst": ("Int16Array", ex.row_dst),
+              "srcSpan": ("Int16Array", ex.row_src_span), "dstSpan": ("Int16Array", ex.row_dst_span)}
+    first = {"info": ex.info, "shipped": ex.shipped, "selections": selections,
+             "arrays": {k: [t, b64(v)] for k, (t, v) in arrays.items()}}
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers or []))
+    proc = subprocess.Popen(["node", "--input-type=module", "-e", _NODE_PAGE], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(json.dumps(first) + "\n")
+        proc.stdin.flush()
+        while True:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            msg = json.loads(line)
+            if "result" in msg:
+                return msg["result"]
+            ex._on_message(ex, msg["request"], [])          # the kernel's side
+            content, buffers = sent.pop()
+            assert content["req"] == msg["request"]["req"]
+            proc.stdin.write(json.dumps({"msg": content, "buffers": {
+                name: b64(b) for name, b in zip(content["arrays"], buffers)}}) + "\n")
+            proc.stdin.flush()
+    finally:
+        del ex.send
+        proc.kill()
+        proc.wait()
+
+
+def _random_selections(ex, res, rng, n=14) -> list:
+    n_units, n_nodes = ex.info["n_units"], ex.info["n_nodes"]
+    order = ex._order
+    sels = [default_selection(n) for n in (0, 1, 5, 40, len(order))]
+    sels.append({**default_selection(0), "mode": "threshold",
+                 "threshold": float(np.quantile(np.abs(res.scores), 0.9))})
+    for _ in range(n):
+        sels.append({"mode": "edges", "n_edges": int(rng.integers(0, len(order) + 1)),
+                     "threshold": 0.0,
+                     "added": sorted(set(rng.integers(0, n_units, 6).tolist())),
+                     "removed": sorted(set(order[rng.integers(0, len(order), 6)].tolist())),
+                     "removed_nodes": sorted(set(rng.integers(0, n_nodes, 3).tolist())),
+                     "prune": bool(rng.integers(0, 4))})
+    return sels
+
+
+def _check_page_equals_python(ex, res, sels):
+    got = _js_page(ex, sels)
+    for sel, page in zip(sels, got):
+        assert page["need"] is None, (sel, page["need"])
+        want = selection_rows(res.space, ex.merge_qkv, ex._order, res.scores, sel)
+        assert page["rows"] == np.flatnonzero(want).tolist(), sel
+    assert sum(len(p["rows"]) for p in got) > 0
+    return got
 
 
 @pytest.mark.parametrize("which", ["peap", "eap"])
@@ -147,24 +215,60 @@ def test_js_selection_logic_equals_python(tiny_results, which):
     model, ds, peap, eap = tiny_results
     res = peap if which == "peap" else eap
     ex = pw.CircuitExplorer(res)                         # no model: no evaluation, no curve
-    rng = np.random.default_rng(0)
-    n_units, n_nodes = ex.info["n_units"], ex.info["n_nodes"]
-    order = ex._order
-    sels = [default_selection(n) for n in (0, 1, 5, 40, len(order))]
-    sels.append({**default_selection(0), "mode": "threshold",
-                 "threshold": float(np.quantile(np.abs(res.scores), 0.9))})
-    for _ in range(14):
-        sels.append({"mode": "edges", "n_edges": int(rng.integers(0, len(order) + 1)),
-                     "threshold": 0.0,
-                     "added": sorted(set(rng.integers(0, n_units, 6).tolist())),
-                     "removed": sorted(set(order[rng.integers(0, len(order), 6)].tolist())),
-                     "removed_nodes": sorted(set(rng.integers(0, n_nodes, 3).tolist())),
-                     "prune": bool(rng.integers(0, 4))})
-    got = _run_js(_js_data(ex), sels)
-    for sel, js_rows in zip(sels, got):
-        want = selection_rows(res.space, True, order, res.scores, sel)
-        assert np.array_equal(np.array(js_rows, dtype=bool), want), sel
-    assert sum(map(sum, got)) > 0
+    assert ex.info["n_order"] == len(res.greedy_order(True))
+    assert ex.shipped["order"] == ex.info["n_order"] and ex.shipped["key_floor"] is None
+    assert len(ex.row_id) == 4 * len(res.space)          # a small graph goes whole
+    got = _check_page_equals_python(ex, res, _random_selections(ex, res, np.random.default_rng(0)))
+    assert not any(p["requests"] for p in got)           # ... and never asks for more
+
+
+@pytest.mark.parametrize("merge_qkv", [True, False])
+def test_js_logic_equals_python_when_the_page_holds_a_part(tiny_results, merge_qkv):
+    """A tiny ``max_units``: the page holds 40 of over a thousand units, fetches (in chunks of 25
+    units) what each selection needs, and still draws exactly Python's circuit."""
+    _, _, res, _ = tiny_results
+    ex = pw.CircuitExplorer(res, merge_qkv=merge_qkv, max_units=40, chunk_units=25)
+    assert ex.shipped["units"] <= 40 and ex.shipped["key_floor"] is not None
+    # the greedy order's length, known without running it all
+    assert ex.info["n_order"] == len(res.greedy_order(merge_qkv)) < ex.info["n_units"]
+    assert len(ex.row_id) // 4 < len(res.space) // 10
+    rng = np.random.default_rng(1)
+    sels = _random_selections(ex, res, rng)
+    keys = np.sort(ex._ship.keys)[::-1]
+    for q in (3, 39, 41, 120, 700):                      # thresholds above and below the floor
+        sels.append({**default_selection(0), "mode": "threshold", "threshold": float(keys[q]),
+                     "added": sorted(set(rng.integers(0, ex.info["n_units"], 3).tolist()))})
+    sels.append({**default_selection(0), "mode": "threshold", "threshold": 0.0})
+    got = _check_page_equals_python(ex, res, sels)
+    assert any(p["requests"] > 1 for p in got)           # several chunks for a big step
+    assert got[-1]["held"] == ex.info["n_units"]         # threshold 0 takes every unit
+
+
+def test_bad_more_requests_get_an_error_answer(tiny_results):
+    _, _, res, _ = tiny_results
+    ex = pw.CircuitExplorer(res, max_units=40)
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers))
+    ex._on_message(ex, {"type": "more", "req": 7, "have": {"order": "x"}}, [])
+    assert sent[0][0]["req"] == 7 and "error" in sent[0][0] and sent[0][1] == []
+    # unknown unit ids are left out (the page then stops asking for them)
+    sh = ex.shipped
+    ex._on_message(ex, {"type": "more", "req": 8, "units": [10**9, -1],
+                        "have": {"order": sh["order"], "top": sh["top"], "units": sh["units"]}}, [])
+    content = sent[1][0]
+    assert content["n_units"] == 0 and content["to"] == content["from"] and not content["limited"]
+
+
+def test_a_page_asks_no_more_than_max_page_units(tiny_results):
+    _, _, res, _ = tiny_results
+    ex = pw.CircuitExplorer(res, max_units=40, chunk_units=30, max_page_units=100)
+    big = default_selection(ex.info["n_order"])
+    small = default_selection(30)
+    got = _js_page(ex, [big, small])
+    assert got[0]["need"] == {"order": ex.info["n_order"]} and got[0]["held"] == 100
+    assert got[1]["need"] is None
+    want = selection_rows(res.space, True, ex._order, res.scores, small)
+    assert got[1]["rows"] == np.flatnonzero(want).tolist()
 
 
 def test_remove_a_component_at_every_span(explorer, tiny_results):
@@ -180,3 +284,52 @@ def test_remove_a_component_at_every_span(explorer, tiny_results):
     assert (explorer.circuit.in_rows == peap.circuit(n_edges=60).in_rows).all()
     with pytest.raises(KeyError, match="no node"):
         explorer.remove_node("a9.h9")
+
+
+def _random_result(layers, heads, spans, seed=0):
+    """A PEAP result on a (layers x heads x spans) graph from random dense scores: no model."""
+    from peap_widget.graph import Graph, GraphConfig
+
+    g = Graph(GraphConfig(n_layers=layers, n_heads=heads, d_model=64))
+    rng = np.random.default_rng(seed)
+    names = [f"S{i}" for i in range(spans)]
+    resid = (rng.standard_normal((spans, g.n_forward, g.n_backward), dtype=np.float32)
+             * rng.random((1, g.n_forward, 1), dtype=np.float32) ** 3)
+    cross = rng.standard_normal((3, layers, heads, spans, spans)) * 0.3
+    settings = {"method": "peap", "ablation": "counterfactual", "aggregation": "sum",
+                "metric": "logit_diff"}
+    return pw.AttributionResult.from_arrays(g, names, resid, cross, settings, np.ones(3),
+                                            np.zeros(3), pw.Schema(names).to_dict())
+
+
+def test_an_8b_models_graph_sends_at_most_40_mb():
+    """Llama-3-8B's positional graph (32 layers x 32 heads, 8 spans: 12.9 million rows; about
+    420 MB when every row went to the page) sends its first part and the rest on request."""
+    res = _random_result(32, 32, 8)
+    assert len(res.space) > 12_000_000
+    ex = pw.CircuitExplorer(res)
+    state = ex.get_state()
+    binary = sum(len(v) for v in state.values() if isinstance(v, (bytes, memoryview)))
+    other = json.dumps({k: v for k, v in state.items() if not isinstance(v, (bytes, memoryview))})
+    assert binary + len(other) <= 40_000_000
+    sh = ex.shipped
+    assert sh["units"] <= 600_000 and sh["order"] > 100_000 and sh["key_floor"] is not None
+    assert len(ex.row_id) // 4 <= 3 * sh["units"]
+    # the starting circuit's rows are all on the page
+    held = np.frombuffer(ex.row_id, dtype=np.int32)
+    assert np.isin(np.flatnonzero(ex.circuit.in_rows), held).all()
+    # a "more" request past the greedy order's shipped part: one chunk, the next 1,000 units
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers))
+    ex._on_message(ex, {"type": "more", "req": "r1", "order": sh["order"] + 1000, "threshold": None,
+                        "have": {"order": sh["order"], "top": sh["top"], "units": sh["units"]},
+                        "units": []}, [])
+    content, buffers = sent.pop()
+    assert content["req"] == "r1" and content["to"] == {"order": sh["order"] + 1000, "top": sh["top"]}
+    arrays = dict(zip(content["arrays"], buffers))
+    order = np.frombuffer(arrays["order"], dtype=np.int32)
+    assert np.array_equal(order, res.greedy_order(True, n=sh["order"] + 1000)[sh["order"]:])
+    new = np.frombuffer(arrays["unit_ids"], dtype=np.int32)
+    assert 0 < len(new) <= 1000 and not np.isin(new, np.frombuffer(ex.unit_ids, np.int32)).any()
+    assert np.isin(order, np.concatenate([new, np.frombuffer(ex.unit_ids, np.int32)])).all()
+    assert len(arrays["row_id"]) // 4 == content["n_rows"] >= len(new)

@@ -159,7 +159,7 @@ def test_edits_faster_than_evaluation_are_coalesced(toy_page, chromium):
                 s.value = String(40 + i); s.dispatchEvent(new Event("input", { bubbles: true }));
             }
         }""")
-        assert page.evaluate("window.requests.length") == 1
+        assert page.evaluate("window.requests.length") == 1, page.evaluate("window.requests.map((r) => r.msg)")
         page.wait_for_timeout(900)
         reqs = page.evaluate("window.requests")
         assert len(reqs) == 2
@@ -217,3 +217,186 @@ def test_five_thousand_edges_render_and_update_times(tmp_path, chromium):
         (ARTIFACTS / "explorer_timings.json").write_text(json.dumps(report, indent=1))
         print(report)
         assert not page.errors
+
+
+# --- a graph larger than what the page holds -------------------------------------------------
+
+KERNEL_BRIDGE = """() => {
+    // the test stands in for the kernel: requests wait in window.pending until it answers
+    const { el } = window.peapWidgets[0];
+    window.pending = [];
+    el.addEventListener("peap-send", (e) => { if (e.detail.type === "more") window.pending.push(e.detail); });
+}"""
+
+DELIVER = """(answers) => {
+    const { model } = window.peapWidgets[0];
+    const view = (b64) => {
+        const bin = atob(b64), bytes = new Uint8Array(bin.length);
+        for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+        return new DataView(bytes.buffer);
+    };
+    for (const [msg, buffers] of answers) model.receive(msg, buffers.map(view));
+}"""
+
+DRAWN = """() => {
+    const { data, rows } = window.peapWidgets[0].el.explorer;
+    const r = rows(), out = [];
+    for (let i = 0; i < data.nRows; i++) if (r[i]) out.push(data.rowId[i]);
+    return out.sort((a, b) => a - b);
+}"""
+
+
+def _answer_pending(page, ex) -> int:
+    """Answer the page's "more" requests with the explorer's own handler; returns how many."""
+    import base64
+
+    pending = page.evaluate("window.pending.splice(0)")
+    sent = []
+    ex.send = lambda content, buffers=None: sent.append((content, buffers or []))
+    try:
+        for msg in pending:
+            ex._on_message(ex, msg, [])
+    finally:
+        del ex.send
+    page.evaluate(DELIVER, [[c, [base64.b64encode(bytes(b)).decode() for b in bufs]]
+                            for c, bufs in sent])
+    return len(pending)
+
+
+def _open(chromium, url, kernel: bool):
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    if kernel:
+        page.add_init_script("window.peapStandalone = { kernel: true };")
+    page.goto(url)
+    page.wait_for_selector("body[data-peap-ready='true']", timeout=20000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def partial_page(tmp_path_factory):
+    """GPT-2 small's graph (240k rows, random scores) with a page holding 2,000 units."""
+    res = _big_result()
+    ex = pw.CircuitExplorer(res, n_edges=300, max_units=2000, chunk_units=1500)
+    d = tmp_path_factory.mktemp("partial")
+    ex.to_html(d / "partial.html")
+    return ex, res, d
+
+
+def test_sizes_past_the_shipped_rows_are_fetched(partial_page, chromium):
+    ex, res, d = partial_page
+    held = ex.shipped
+    assert held["units"] <= 2000 and held["order"] < 2000 < ex.info["n_order"]
+    with serve(d) as url:
+        page = _open(chromium, f"{url}/partial.html", kernel=True)
+        page.evaluate(KERNEL_BRIDGE)
+        w = page.locator(".peap-widget").first
+        assert w.get_attribute("data-state") == "ready"
+        assert page.inner_text("[data-role=cap-note]") == ""      # a kernel: nothing capped
+
+        # past the shipped part of the greedy order: the page asks, says it is loading, and
+        # draws nothing until every chunk is there
+        n = held["order"] + 2500
+        page.fill("[data-role=size-input]", str(n))
+        page.press("[data-role=size-input]", "Enter")
+        assert page.evaluate(SEL)["n_edges"] == n
+        assert w.get_attribute("data-state") == "loading"
+        assert "Loading" in page.inner_text("[data-role=waiting]")
+        assert "pending" in page.inner_text("[data-role=size-label]")
+        assert page.evaluate(DRAWN) == []
+        screenshot(page, "circuit_explorer_loading")
+        requests = 0
+        while w.get_attribute("data-state") == "loading":
+            got = _answer_pending(page, ex)
+            assert got == 1, "one request at a time"
+            requests += got
+        assert requests >= 2                                      # 2,500 units in 1,500-unit chunks
+        assert w.get_attribute("data-state") == "ready"
+        sel = page.evaluate(SEL)
+        ex.selection = sel                                        # what the comm syncs
+        want = np.flatnonzero(ex.circuit.in_rows)
+        assert page.evaluate(DRAWN) == want.tolist()
+        assert int(w.get_attribute("data-drawn")) == len(want)
+        assert f"{ex.circuit.n_edges} edges" in page.inner_text("[data-role=size-label]")
+        screenshot(page, "circuit_explorer_fetched")
+
+        # threshold mode below the smallest key the page holds: fetched the same way
+        thr = float(np.quantile(ex._ship.keys, 1 - 6000 / ex.info["n_units"]))
+        assert thr < (held["key_floor"] or 0)
+        page.select_option("[data-role=mode]", "threshold")
+        page.fill("[data-role=size-input]", f"{thr:.6g}")
+        page.press("[data-role=size-input]", "Enter")
+        for _ in range(20):
+            if w.get_attribute("data-state") != "loading":
+                break
+            _answer_pending(page, ex)
+        assert w.get_attribute("data-state") == "ready"
+        ex.selection = page.evaluate(SEL)
+        assert ex.selection["mode"] == "threshold"
+        assert page.evaluate(DRAWN) == np.flatnonzero(ex.circuit.in_rows).tolist()
+
+        # pruning an edge fetched later works like any other
+        page.select_option("[data-role=mode]", "edges")
+        page.evaluate("(n) => window.peapWidgets[0].el.explorer.edit({ ...window.peapWidgets[0].model.get('selection'), n_edges: n })", held["order"] + 300)
+        assert w.get_attribute("data-state") == "ready"
+        held_rows = set(np.frombuffer(ex.row_id, dtype=np.int32).tolist())
+        rows = [int(r) for r in page.locator("path[data-row]").evaluate_all(
+            "(ps) => ps.map((p) => p.dataset.row)")]
+        row = next(r for r in rows if r not in held_rows)         # a row that came in a chunk
+        page.evaluate("""(row) => document.querySelector(`path[data-row="${row}"]`)
+            .scrollIntoView({ block: "center", inline: "center" })""", row)
+        x, y = _edge_point(page, row)
+        page.mouse.click(x, y)
+        ex.selection = page.evaluate(SEL)
+        assert len(ex.selection["removed"]) == 1                  # the edge under the pointer
+        assert page.evaluate(DRAWN) == np.flatnonzero(ex.circuit.in_rows).tolist()
+        assert not page.errors, page.errors
+
+
+def test_without_a_kernel_the_size_control_stops_at_what_was_shipped(partial_page, chromium):
+    ex, res, d = partial_page
+    held = ex.shipped
+    with serve(d) as url:
+        page = _open(chromium, f"{url}/partial.html", kernel=False)
+        w = page.locator(".peap-widget").first
+        note = page.inner_text("[data-role=cap-note]")
+        assert f"first {held['order']:,} of {ex.info['n_order']:,} edges" in note
+        assert int(page.get_attribute("[data-role=size-slider]", "max")) == held["order"]
+        page.fill("[data-role=size-input]", str(held["order"] + 5000))
+        page.press("[data-role=size-input]", "Enter")
+        assert page.evaluate(SEL)["n_edges"] == held["order"]     # capped, drawn exactly
+        assert w.get_attribute("data-state") == "ready"
+        sel = page.evaluate(SEL)
+        want = selection_rows(res.space, True, ex._order, res.scores, sel)
+        assert page.evaluate(DRAWN) == np.flatnonzero(want).tolist()
+        # a threshold below what the page holds stops at the smallest one it can show
+        page.select_option("[data-role=mode]", "threshold")
+        page.fill("[data-role=size-input]", "0")
+        page.press("[data-role=size-input]", "Enter")
+        sel = page.evaluate(SEL)
+        assert sel["threshold"] > held["key_floor"]
+        assert float(page.input_value("[data-role=size-input]")) == pytest.approx(sel["threshold"], rel=1e-3)
+        want = selection_rows(res.space, True, ex._order, res.scores, sel)
+        assert page.evaluate(DRAWN) == np.flatnonzero(want).tolist()
+        screenshot(page, "circuit_explorer_capped")
+        assert not page.errors, page.errors
+
+
+def test_an_exported_page_holds_the_circuit_it_shows(partial_page, chromium, tmp_path):
+    """Exported at a size past what the widget shipped: the page gets those rows too."""
+    ex, res, _ = partial_page
+    before = dict(ex.selection)
+    try:
+        ex.set_size(ex.shipped["order"] + 700)
+        ex.add_edge(int(np.flatnonzero(ex._ship.units.of_row == ex._order[-1])[0]))
+        ex.to_html(tmp_path / "grown.html")
+        with serve(tmp_path) as url:
+            page = _open(chromium, f"{url}/grown.html", kernel=False)
+            w = page.locator(".peap-widget").first
+            assert w.get_attribute("data-state") == "ready"
+            assert page.evaluate(SEL) == ex.selection
+            assert page.evaluate(DRAWN) == np.flatnonzero(ex.circuit.in_rows).tolist()
+            assert not page.errors, page.errors
+    finally:
+        ex.selection, ex.history = before, []

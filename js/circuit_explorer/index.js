@@ -7,7 +7,8 @@ import { onChange } from "../lib/model.js";
 import { drawChart } from "../curves/chart.js";
 import {
   NODE, KINDS, readData, indexNames, circuitRows, circuitSize, toggleUnit, toggleNodes, setEdges,
-  setThreshold, nodeGroup, searchNodes, circuitJSON, defaultSelection,
+  setThreshold, nodeGroup, searchNodes, circuitJSON, defaultSelection, missing, appendChunk,
+  holdsAll, minThreshold,
 } from "./logic.js";
 import { layoutNodes, edgeCurve, sampleCurve, hitEdge, strokeWidth, edgeColor } from "./layout.js";
 
@@ -24,6 +25,7 @@ export function edgeName(d, r) {
   return `${src}<${kind}>@${read}->${src}@${s2}` + (kind === "q" ? `[${s1}]` : "");
 }
 
+const count = (n) => Number(n).toLocaleString("en-US");
 const fmt = (v, digits = 3) => (v == null || Number.isNaN(v) ? "–" : Number(v).toFixed(digits));
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
@@ -32,7 +34,9 @@ function render({ model, el }) {
   injectStyle(el, "peap-explorer", css);
   const d = indexNames(readData(model));
   const pos = layoutNodes(d);
-  const live = Boolean(d.info.live) && model.kernel !== false;
+  const hasKernel = model.kernel !== false;   // a kernel can send more rows
+  const live = Boolean(d.info.live) && hasKernel;
+  const viewId = Math.random().toString(36).slice(2, 8);
 
   // --- DOM -------------------------------------------------------------------------------------
   const mode = h("select", { "data-role": "mode", title: "size by edge count or by |score| threshold" },
@@ -40,6 +44,8 @@ function render({ model, el }) {
   const slider = h("input", { type: "range", min: 0, max: d.order.length, step: 1, "data-role": "size-slider" });
   const number = h("input", { type: "number", min: 0, "data-role": "size-input" });
   const sizeLabel = h("span", { class: "pe-size", "data-role": "size-label" });
+  const capNote = h("div", { class: "pe-cap", "data-role": "cap-note" });
+  const waitBox = h("div", { class: "pe-wait", hidden: true, "data-role": "waiting" });
   const undoBtn = h("button", { "data-role": "undo", title: "undo the last edit (Ctrl+Z)" }, "Undo");
   const resetBtn = h("button", { "data-role": "reset", title: "drop all manual edits" }, "Reset edits");
   const search = h("input", { type: "search", placeholder: "find a node (a1.h2, m0@IO)", "data-role": "search" });
@@ -54,7 +60,7 @@ function render({ model, el }) {
   const canvas = h("canvas", { "data-role": "canvas" });
   const svg = h("svg", { class: "pe-svg", "data-role": "diagram" });
   const tip = h("div", { class: "pe-tip", hidden: true, "data-role": "tooltip" });
-  const diagram = h("div", { class: "pe-diagram", "data-role": "diagram-box" }, canvas, svg, tip);
+  const diagram = h("div", { class: "pe-diagram", "data-role": "diagram-box" }, canvas, svg, tip, waitBox);
   const status = h("div", { class: "pe-status", "data-role": "status" }, h("span", { class: "pe-spinner" }),
     h("span", { "data-role": "status-text" }));
   const evalBox = h("dl", { class: "pe-eval", "data-role": "evaluation" });
@@ -66,7 +72,7 @@ function render({ model, el }) {
     h("span", {}, h("i", { style: { borderColor: "#6b7280", borderTopStyle: "dashed" } }), "crossing q/k/v"),
     h("span", {}, h("i", { style: { borderColor: GHOST, borderTopStyle: "dotted" } }), "pruned (click to restore)"));
   const side = h("div", { class: "pe-side" }, status, evalBox, note, chartBox, legend);
-  const root = h("div", { class: "pe-root", tabindex: 0 }, bar, h("div", { class: "pe-main" }, diagram, side));
+  const root = h("div", { class: "pe-root", tabindex: 0 }, bar, capNote, h("div", { class: "pe-main" }, diagram, side));
   el.append(root);
 
   const curves = model.get("curves") ?? [];
@@ -78,6 +84,7 @@ function render({ model, el }) {
   let rows = new Uint8Array(d.nRows), drawn = new Int32Array(0), ghosts = new Int32Array(0);
   let samples = [], ghostSamples = [], active = new Uint8Array(d.nNodes), matches = new Set();
   let size = { edges: 0, rows: 0 };
+  let waiting = "";            // "", "loading" (rows on their way) or "unavailable" (not on this page)
   const sel = () => ({ ...defaultSelection(), ...(model.get("selection") ?? {}) });
 
   function edit(next) {
@@ -127,6 +134,11 @@ function render({ model, el }) {
     evalBox.replaceChildren();
     const item = (k, v) => evalBox.append(h("dt", {}, k), h("dd", { "data-field": k }, v));
     if (ev.error) { status.lastChild.textContent = `evaluation failed: ${ev.error}`; return; }
+    if (waiting) {    // numbers only next to the circuit they belong to
+      for (const k of ["faithfulness", "soft", "hard", "KL", "metric", "edges"]) item(k, waiting === "loading" ? "pending" : "–");
+      evalBox.dataset.fresh = "false";
+      return;
+    }
     item("faithfulness", fmt(ev.faithfulness));
     item("soft", fmt(ev.soft));
     item("hard", fmt(ev.hard));
@@ -158,7 +170,7 @@ function render({ model, el }) {
     drawn = Int32Array.from(list);
     const removedUnits = new Set(s.removed ?? []);
     const g = [];
-    if (removedUnits.size) for (let r = 0; r < d.nRows; r++) if (!rows[r] && removedUnits.has(d.unit[r])) g.push(r);
+    if (removedUnits.size) for (let r = 0; r < d.nRows; r++) if (!rows[r] && removedUnits.has(d.unitIds[d.unit[r]])) g.push(r);
     ghosts = Int32Array.from(g);
     active = new Uint8Array(d.nNodes);
     for (const r of drawn) { active[d.parent[r]] = 1; active[d.child[r]] = 1; }
@@ -181,13 +193,13 @@ function render({ model, el }) {
     const out = [];
     for (const r of list) {
       const dash = d.kind[r] > 0 ? ' stroke-dasharray="4 2.5"' : "";
-      out.push(`<path data-row="${r}" d="${pathD(r)}" stroke="${edgeColor(d.score[r])}" stroke-width="${strokeWidth(d.score[r], m, drawn.length).toFixed(2)}" stroke-opacity="0.78" fill="none"${dash}/>`);
+      out.push(`<path data-row="${d.rowId[r]}" data-local="${r}" d="${pathD(r)}" stroke="${edgeColor(d.score[r])}" stroke-width="${strokeWidth(d.score[r], m, drawn.length).toFixed(2)}" stroke-opacity="0.78" fill="none"${dash}/>`);
     }
     return out.join("");
   }
 
   function ghostMarkup() {
-    return Array.from(ghosts, (r) => `<path data-ghost="${r}" d="${pathD(r)}" stroke="${GHOST}" stroke-width="1.2" stroke-dasharray="1.5 2.5" fill="none"/>`).join("");
+    return Array.from(ghosts, (r) => `<path data-ghost="${d.rowId[r]}" d="${pathD(r)}" stroke="${GHOST}" stroke-width="1.2" stroke-dasharray="1.5 2.5" fill="none"/>`).join("");
   }
 
   function nodeMarkup() {
@@ -261,15 +273,87 @@ function render({ model, el }) {
     ctx.globalAlpha = 1;
   }
 
+  // --- rows not on the page yet: fetched from the kernel, one request at a time --------------
+  let fetching = null, nReq = 0, stalled = "", failed = null;   // failed: {need, text}
+  const final = () => !hasKernel || d.limited;   // no more rows will come
+
+  function fetchMore(need) {
+    if (fetching) return;
+    const req = `${viewId}-${++nReq}`;
+    const key = JSON.stringify(need);
+    const timer = setTimeout(() => {
+      fetching = null;
+      failed = { need: key, text: "no answer from the kernel" };
+      draw();
+    }, 120000);
+    fetching = { req, timer, need: key };
+    model.send({ type: "more", req, have: { order: d.order.length, top: d.top, units: d.nUnits },
+      order: need.order ?? null, threshold: need.threshold ?? null, units: need.units ?? [] });
+  }
+
+  function onCustom(msg, buffers) {
+    if (msg?.type !== "chunk") return;
+    const mine = fetching !== null && msg.req === fetching.req;
+    const arrays = {};
+    (msg.arrays ?? []).forEach((name, i) => { arrays[name] = buffers?.[i]; });
+    const applied = appendChunk(d, msg, arrays);
+    if (mine) {
+      clearTimeout(fetching.timer);
+      if (msg.error) failed = { need: fetching.need, text: msg.error };
+      // an answer that brought nothing: do not ask the same again (e.g. unknown unit ids)
+      if (applied && !msg.n_units && msg.to.order === msg.from.order && msg.to.top === msg.from.top
+        && !msg.limited) stalled = fetching.need;
+      fetching = null;
+    }
+    if (applied) keyMax = null;
+    if (applied || mine) { draw(); showEvaluation(); }
+  }
+
+  /** The selection needs rows the page lacks: say so (and fetch them where a kernel can). */
+  function drawWaiting(need) {
+    const key = JSON.stringify(need);
+    const error = failed?.need === key ? failed.text : "";
+    const reachable = hasKernel && !error && key !== stalled
+      && !(d.limited && (need.order != null || need.threshold != null));
+    waiting = reachable ? "loading" : "unavailable";
+    if (reachable) fetchMore(need);
+    rows = new Uint8Array(d.nRows);
+    drawn = new Int32Array(0); ghosts = new Int32Array(0); samples = []; ghostSamples = [];
+    active = new Uint8Array(d.nNodes);
+    size = { edges: 0, rows: 0 };
+    canvas.hidden = true;
+    svg.innerHTML = `${frameMarkup()}<g>${nodeMarkup()}</g>`;
+    const what = [need.order != null ? `the first ${count(need.order)} edges of the greedy order` : "",
+      need.threshold != null ? `every edge with |score| ≥ ${Number(need.threshold).toPrecision(4)}` : "",
+      need.units ? `${need.units.length} edge(s) named in the edits` : ""].filter(Boolean).join(", ");
+    waitBox.textContent = reachable
+      ? `Loading ${what} from the kernel… (${count(d.nUnits)} edges here so far)`
+      : error ? `Could not load ${what}: ${error}.`
+      : key === stalled ? `Not drawn: the kernel has nothing more for ${what}.`
+      : d.limited ? `Not drawn: ${what} would pass the ${count(d.nUnits)} edges this page may hold; explorer.circuit has it in Python.`
+      : `Not drawn: this page does not hold ${what} (it was saved without a kernel).`;
+    waitBox.hidden = false;
+    el.dataset.state = waiting;
+    delete el.dataset.drawn;
+    showEvaluation();
+  }
+
   let renderMode = "";
   function draw() {
     const t0 = performance.now();
+    const need = missing(d, sel());
+    if (need) {
+      sizeBox();
+      drawWaiting(need);
+      syncControls();
+      return;
+    }
+    if (waiting) { waiting = ""; showEvaluation(); }
+    waitBox.hidden = true;
+    el.dataset.state = "ready";
     recompute();
     const m = maxAbs();
     renderMode = drawn.length > SVG_LIMIT ? "canvas" : "svg";
-    svg.setAttribute("width", pos.width);
-    svg.setAttribute("height", pos.height);
-    svg.setAttribute("viewBox", `0 0 ${pos.width} ${pos.height}`);
     if (renderMode === "canvas") {
       canvas.hidden = false;
       drawCanvas(m);
@@ -280,11 +364,7 @@ function render({ model, el }) {
       canvas.hidden = true;
       svg.innerHTML = `${frameMarkup()}<g>${ghostMarkup()}${edgeMarkup(drawn, m)}</g><g>${nodeMarkup()}</g>`;
     }
-    diagram.style.minHeight = `${Math.min(pos.height, 640)}px`;
-    svg.style.minWidth = `${pos.width}px`;
-    // a spacer so the scroll box knows the diagram's size
-    spacer.style.width = `${pos.width}px`;
-    spacer.style.height = `${pos.height}px`;
+    sizeBox();
     syncControls();
     el.dataset.mode = renderMode;
     el.dataset.drawn = String(drawn.length);
@@ -292,6 +372,17 @@ function render({ model, el }) {
   }
   const spacer = h("div", { style: { position: "relative", pointerEvents: "none" } });
   diagram.append(spacer);
+
+  function sizeBox() {
+    svg.setAttribute("width", pos.width);
+    svg.setAttribute("height", pos.height);
+    svg.setAttribute("viewBox", `0 0 ${pos.width} ${pos.height}`);
+    diagram.style.minHeight = `${Math.min(pos.height, 640)}px`;
+    svg.style.minWidth = `${pos.width}px`;
+    // a spacer so the scroll box knows the diagram's size
+    spacer.style.width = `${pos.width}px`;
+    spacer.style.height = `${pos.height}px`;
+  }
 
   function syncControls() {
     const s = sel();
@@ -303,13 +394,28 @@ function render({ model, el }) {
       number.step = "any";
       number.value = String(Number(s.threshold.toPrecision(4)));
     } else {
-      slider.min = 0; slider.max = d.order.length; slider.step = 1;
+      slider.min = 0; slider.max = maxEdges(); slider.step = 1;
       slider.value = String(s.n_edges);
       number.step = 1;
+      number.max = maxEdges();
       number.value = String(s.n_edges);
     }
-    sizeLabel.textContent = `${size.edges} edges · ${size.rows} rows · ${(100 * size.edges / Math.max(1, d.nUnits)).toFixed(2)}% of ${d.nUnits}`;
+    sizeLabel.textContent = waiting
+      ? `${waiting === "loading" ? "pending" : "not on this page"} · of ${d.nUnitsTotal}`
+      : `${size.edges} edges · ${size.rows} rows · ${(100 * size.edges / Math.max(1, d.nUnitsTotal)).toFixed(2)}% of ${d.nUnitsTotal}`;
     undoBtn.disabled = !(model.get("history") ?? []).length;
+    for (const b of [exportSvg, exportPng, exportJson]) b.disabled = Boolean(waiting);
+    capNote.textContent = !final() || holdsAll(d) ? ""
+      : d.limited ? `This page holds ${count(d.nUnits)} edges, as many as it may ask the kernel for (max_page_units): the size control stops at the first ${count(d.order.length)} edges of the greedy order${d.keyFloor > -Infinity ? ` and at |score| > ${d.keyFloor.toPrecision(4)}` : ""}; larger circuits are in explorer.circuit in Python.`
+      : `This page holds the first ${count(d.order.length)} of ${count(d.nOrderTotal)} edges of the greedy order${d.keyFloor > -Infinity ? ` and every edge with |score| > ${d.keyFloor.toPrecision(4)}` : ""}; the size control stops there (larger circuits need the notebook's kernel).`;
+  }
+
+  /** The largest size the edges control offers: all of the greedy order, or what the page holds. */
+  function maxEdges() { return final() ? d.order.length : d.nOrderTotal; }
+
+  /** A threshold the page can show: where no more rows will come, not below the smallest one. */
+  function capThreshold(t) {
+    return final() && !(t > d.keyFloor) ? minThreshold(d) : t;
   }
 
   let keyMax = null;
@@ -352,11 +458,12 @@ function render({ model, el }) {
   function tipHTML(hit) {
     if (hit.row != null || hit.ghost != null) {
       const r = hit.row ?? hit.ghost;
-      const rank = d.order.indexOf(d.unit[r]);
+      const i = d.order.indexOf(d.unit[r]);
+      const rank = i >= 0 ? String(i + 1) : d.order.length < d.nOrderTotal ? `> ${count(d.order.length)}` : "unreachable";
       return `<b>${esc(edgeName(d, r))}</b><table>` +
         `<tr><td class="pe-muted">kind</td><td>${KINDS[d.kind[r]] === "resid" ? "residual" : `crossing ${KINDS[d.kind[r]]}`}</td></tr>` +
         `<tr><td class="pe-muted">score</td><td>${d.score[r].toPrecision(4)}</td></tr>` +
-        `<tr><td class="pe-muted">greedy rank</td><td>${rank >= 0 ? rank + 1 : "unreachable"}</td></tr></table>` +
+        `<tr><td class="pe-muted">greedy rank</td><td>${rank}</td></tr></table>` +
         `<div class="pe-muted">${hit.ghost != null ? "pruned: click to restore" : "click to prune"}</div>`;
     }
     const n = hit.node, name = d.nodeNames[n];
@@ -407,8 +514,8 @@ function render({ model, el }) {
       const removed = (s.removed_nodes ?? []).includes(hit.node);
       if (!removed && !active[hit.node]) return;
       edit(toggleNodes(s, nodeGroup(d, hit.node)));
-    } else if (hit.row != null) edit(toggleUnit(s, d.unit[hit.row], true));
-    else edit(toggleUnit(s, d.unit[hit.ghost], false));
+    } else if (hit.row != null) edit(toggleUnit(s, d.unitIds[d.unit[hit.row]], true));
+    else edit(toggleUnit(s, d.unitIds[d.unit[hit.ghost]], false));
     tip.hidden = true;
   }
 
@@ -416,14 +523,22 @@ function render({ model, el }) {
     const s = sel();
     if (s.mode === "threshold") {
       const f = Number(slider.value) / 1000;
-      edit(setThreshold(s, Number((maxKey() * f * f).toPrecision(4))));
-    } else edit(setEdges(s, Number(slider.value)));
+      edit(setThreshold(s, capThreshold(Number((maxKey() * f * f).toPrecision(4)))));
+    } else edit(setEdges(s, Math.min(Number(slider.value), maxEdges())));
+    syncControls();   // a capped value moves the control back (the selection may not change)
   }
 
   function onNumber() {
     const s = sel(), v = Number(number.value);
     if (!Number.isFinite(v) || v < 0) { syncControls(); return; }
-    edit(s.mode === "threshold" ? setThreshold(s, v) : setEdges(s, Math.min(v, d.order.length)));
+    edit(s.mode === "threshold" ? setThreshold(s, capThreshold(v)) : setEdges(s, Math.min(v, maxEdges())));
+    syncControls();
+  }
+
+  // Enter takes the typed size at once (JupyterLab keeps a number input's Enter from making a
+  // change event)
+  function onNumberKey(ev) {
+    if (ev.key === "Enter") { ev.preventDefault(); ev.stopPropagation(); onNumber(); }
   }
 
   function onMode() {
@@ -431,8 +546,8 @@ function render({ model, el }) {
     if (mode.value === "threshold") {
       // keep the circuit about the same size: the threshold of the n-th greedy edge
       const n = Math.max(1, Math.min(s.n_edges, d.order.length));
-      edit(setThreshold(s, Number(d.unitKey[d.order[n - 1]].toPrecision(4))));
-    } else edit(setEdges(s, size.edges));
+      edit(setThreshold(s, capThreshold(Number(d.unitKey[d.order[n - 1]].toPrecision(4)))));
+    } else edit(setEdges(s, waiting ? s.n_edges : size.edges));
   }
 
   function onSearch() {
@@ -472,7 +587,8 @@ function render({ model, el }) {
   const listeners = [
     [diagram, "mousemove", onMove], [diagram, "click", onClick],
     [diagram, "mouseleave", () => { tip.hidden = true; }],
-    [slider, "input", onSlider], [number, "change", onNumber], [mode, "change", onMode],
+    [slider, "input", onSlider], [number, "change", onNumber], [number, "keydown", onNumberKey],
+    [mode, "change", onMode],
     [undoBtn, "click", undo], [resetBtn, "click", () => edit({ ...sel(), added: [], removed: [], removed_nodes: [] })],
     [search, "input", onSearch], [root, "keydown", onKey],
     [exportSvg, "click", onExportSvg], [exportPng, "click", onExportPng], [exportJson, "click", onExportJson],
@@ -480,15 +596,19 @@ function render({ model, el }) {
   for (const [target, type, fn] of listeners) target.addEventListener(type, fn);
   const stopSel = onChange(model, ["selection", "history"], draw);
   const stopEval = onChange(model, ["evaluation"], onEvaluation);
+  model.on("msg:custom", onCustom);
 
   draw();
   showEvaluation();
   el.dataset.renderMs = (performance.now() - started).toFixed(2);
-  el.explorer = { data: d, rows: () => rows, edit, undo, svgDocument, json: () => circuitJSON(d, rows) };
+  el.explorer = { data: d, rows: () => rows, edit, undo, svgDocument, json: () => circuitJSON(d, rows),
+    waiting: () => waiting };
 
   return () => {
     for (const [target, type, fn] of listeners) target.removeEventListener(type, fn);
     stopSel(); stopEval();
+    model.off("msg:custom", onCustom);
+    if (fetching) clearTimeout(fetching.timer);
     chart?.destroy();
     clearTimeout(timer);
     root.remove();

@@ -9,42 +9,173 @@ import { typed } from "../lib/model.js";
 export const NODE = { INPUT: 0, HEAD: 1, MLP: 2, Q: 3, K: 4, V: 5, LOGITS: 6 };
 export const KINDS = ["resid", "q", "k", "v"];
 
+// Which rows a page holds (peap_widget/widgets/circuit_explorer.py explains it): the rows of
+// some units (edges as sizes count them), with `unit` holding the *global* unit id in the
+// traits and messages and, once read, a local index into `unitIds`; `order` is the first `a`
+// units of the greedy order; thresholds above `keyFloor` and sizes up to `order.length` are
+// exact; anything past that is fetched from the kernel (`missing` says what) or, on a page
+// without a kernel, is out of reach.
+
+export const ROW_ARRAYS = [["rowId", "row_id", Int32Array], ["parent", "row_parent", Int32Array],
+  ["child", "row_child", Int32Array], ["unit", "row_unit", Int32Array],
+  ["kind", "row_kind", Int8Array], ["score", "row_score", Float64Array],
+  ["src", "row_src", Int16Array], ["dst", "row_dst", Int16Array],
+  ["srcSpan", "row_src_span", Int16Array], ["dstSpan", "row_dst_span", Int16Array]];
+
 /** Typed arrays of the explorer's model traits, read once per result. */
 export function readData(model) {
-  const info = model.get("info");
   const d = {
-    info,
+    info: model.get("info"),
+    shipped: model.get("shipped"),
     nodeNames: model.get("node_names"),
     nodeType: typed(model.get("node_type"), Int8Array),
     nodeLayer: typed(model.get("node_layer"), Int16Array),
     nodeHead: typed(model.get("node_head"), Int16Array),
     nodeSpan: typed(model.get("node_span"), Int16Array),
-    parent: typed(model.get("row_parent"), Int32Array),
-    child: typed(model.get("row_child"), Int32Array),
-    unit: typed(model.get("row_unit"), Int32Array),
-    kind: typed(model.get("row_kind"), Int8Array),
-    score: typed(model.get("row_score"), Float64Array),
-    src: typed(model.get("row_src"), Int16Array),
-    dst: typed(model.get("row_dst"), Int16Array),
-    srcSpan: typed(model.get("row_src_span"), Int16Array),
-    dstSpan: typed(model.get("row_dst_span"), Int16Array),
+    unitIds: typed(model.get("unit_ids"), Int32Array),
     order: typed(model.get("unit_order"), Int32Array),
   };
+  // copies: chunks grow these arrays, and the trait values stay as they were
+  for (const [key, trait, T] of ROW_ARRAYS) d[key] = T.from(typed(model.get(trait), T));
   return prepare(d);
 }
 
-/** Derived values: sizes and the per-unit key (max |score|). */
+/** Derived values: sizes, local unit indices, and the per-unit key (max |score|). Arrays left
+ *  out (hand-made data) default to a page holding everything: row ids 0..n-1, every unit. */
 export function prepare(d) {
   d.nRows = d.parent.length;
   d.nNodes = d.nodeType.length;
-  d.nUnits = d.info?.n_units ?? (d.unit.length ? Math.max(...d.unit) + 1 : 0);
   d.root = d.info?.root ?? d.nNodes - 1;
+  if (!d.rowId) d.rowId = Int32Array.from(d.parent, (_, i) => i);
+  if (!d.unitIds) d.unitIds = Int32Array.from(new Set(d.unit)).sort();
+  d.nUnitsTotal = d.info?.n_units ?? d.unitIds.length;
+  d.nOrderTotal = d.info?.n_order ?? d.order.length;
+  d.top = d.shipped?.top ?? d.nUnitsTotal;
+  d.keyFloor = d.shipped?.key_floor ?? -Infinity;
+  d.limited = false;
+  d.unitIds = Int32Array.from(d.unitIds);
+  d.nUnits = d.unitIds.length;
+  indexUnits(d);
+  d.unit = toLocal(d, d.unit);
+  d.order = toLocal(d, d.order);
   d.unitKey = new Float64Array(d.nUnits).fill(-Infinity);
-  for (let r = 0; r < d.nRows; r++) {
+  updateKeys(d, 0);
+  return d;
+}
+
+/** A sorted index of the held units' global ids (for `localUnit`). */
+function indexUnits(d) {
+  const n = d.unitIds.length;
+  const packed = new Float64Array(n);   // global * 2^26 + local: one numeric sort
+  for (let i = 0; i < n; i++) packed[i] = d.unitIds[i] * 67108864 + i;
+  packed.sort();
+  d.sortedIds = new Int32Array(n);
+  d.sortedLocal = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    d.sortedIds[i] = Math.floor(packed[i] / 67108864);
+    d.sortedLocal[i] = packed[i] - d.sortedIds[i] * 67108864;
+  }
+}
+
+/** The local index of global unit `g`, or -1 when the page does not hold it. */
+export function localUnit(d, g) {
+  let lo = 0, hi = d.sortedIds.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (d.sortedIds[mid] < g) lo = mid + 1; else hi = mid;
+  }
+  return lo < d.sortedIds.length && d.sortedIds[lo] === g ? d.sortedLocal[lo] : -1;
+}
+
+function toLocal(d, globals) {
+  const out = new Int32Array(globals.length);
+  for (let i = 0; i < globals.length; i++) {
+    out[i] = localUnit(d, globals[i]);
+    if (out[i] < 0) throw new Error(`explorer data: unit ${globals[i]} is used but not held`);
+  }
+  return out;
+}
+
+function updateKeys(d, fromRow) {
+  for (let r = fromRow; r < d.nRows; r++) {
     const a = Math.abs(d.score[r]);
     if (a > d.unitKey[d.unit[r]]) d.unitKey[d.unit[r]] = a;
   }
-  return d;
+}
+
+/** What the page lacks to show `sel` exactly: null, or {order: n, threshold: t, units: [ids]}
+ *  (the parts that are missing) as a "more" request asks for them. */
+export function missing(d, sel) {
+  const need = {};
+  if (sel.mode === "threshold") {
+    const t = Number(sel.threshold) || 0;
+    if (!(t > d.keyFloor)) need.threshold = t;
+  } else {
+    const n = Math.max(0, Math.min(d.nOrderTotal, sel.n_edges | 0));
+    if (n > d.order.length) need.order = n;
+  }
+  const units = [...new Set([...(sel.added ?? []), ...(sel.removed ?? [])])]
+    .filter((u) => localUnit(d, u) < 0);
+  if (units.length) need.units = units.sort((a, b) => a - b);
+  return Object.keys(need).length ? need : null;
+}
+
+/** Append a kernel's "chunk" answer (arrays: name -> typed array or DataView, as sent) to the
+ *  page's data. Returns false (and changes nothing) when it answers a page that held less or
+ *  more than this one (another view's request, or an old one). */
+export function appendChunk(d, msg, arrays) {
+  if (msg.error || msg.from?.order !== d.order.length || msg.from?.top !== d.top) return false;
+  const get = (name, T) => typed(arrays[name], T);
+  const ids = get("unit_ids", Int32Array);
+  const fresh = [];
+  for (const g of ids) if (localUnit(d, g) < 0) fresh.push(g);
+  const isFresh = new Set(fresh);
+  const unitIds = new Int32Array(d.nUnits + fresh.length);
+  unitIds.set(d.unitIds);
+  unitIds.set(fresh, d.nUnits);
+  const rowUnit = get("row_unit", Int32Array);
+  const keep = [];
+  for (let r = 0; r < rowUnit.length; r++) if (isFresh.has(rowUnit[r])) keep.push(r);
+  const start = d.nRows;
+  for (const [key, trait, T] of ROW_ARRAYS) {
+    const add = get(trait, T);
+    const out = new T(start + keep.length);
+    out.set(d[key]);
+    for (let i = 0; i < keep.length; i++) out[start + i] = add[keep[i]];
+    d[key] = out;
+  }
+  d.unitIds = unitIds;
+  d.nUnits = unitIds.length;
+  d.nRows = d.parent.length;
+  indexUnits(d);
+  for (let r = start; r < d.nRows; r++) d.unit[r] = localUnit(d, d.unit[r]);
+  const order = toLocal(d, get("order", Int32Array));
+  const grown = new Int32Array(d.order.length + order.length);
+  grown.set(d.order);
+  grown.set(order, d.order.length);
+  d.order = grown;
+  const keys = new Float64Array(d.nUnits).fill(-Infinity);
+  keys.set(d.unitKey);
+  d.unitKey = keys;
+  updateKeys(d, start);
+  d.top = msg.to.top;
+  d.keyFloor = msg.key_floor ?? -Infinity;
+  if (msg.limited) d.limited = true;
+  return true;
+}
+
+/** Whether the data holds everything (then nothing is ever missing). */
+export function holdsAll(d) {
+  return d.order.length >= d.nOrderTotal && d.keyFloor === -Infinity;
+}
+
+/** The smallest threshold the page can show exactly (every threshold above the key floor
+ *  selects the same units as the smallest held key above it), or 0 when it holds every unit. */
+export function minThreshold(d) {
+  if (d.keyFloor === -Infinity) return 0;
+  let m = Infinity;
+  for (let u = 0; u < d.nUnits; u++) if (d.unitKey[u] > d.keyFloor && d.unitKey[u] < m) m = d.unitKey[u];
+  return m;
 }
 
 export function defaultSelection(n = 0) {
@@ -52,7 +183,7 @@ export function defaultSelection(n = 0) {
     prune: true };
 }
 
-/** Units chosen by the size control and the manual edits. */
+/** Units (local indices) chosen by the size control and the manual edits. */
 export function chosenUnits(d, sel) {
   const chosen = new Uint8Array(d.nUnits);
   if (sel.mode === "threshold") {
@@ -62,8 +193,8 @@ export function chosenUnits(d, sel) {
     const n = Math.max(0, Math.min(d.order.length, sel.n_edges | 0));
     for (let i = 0; i < n; i++) chosen[d.order[i]] = 1;
   }
-  for (const u of sel.added ?? []) chosen[u] = 1;
-  for (const u of sel.removed ?? []) chosen[u] = 0;
+  for (const g of sel.added ?? []) { const u = localUnit(d, g); if (u >= 0) chosen[u] = 1; }
+  for (const g of sel.removed ?? []) { const u = localUnit(d, g); if (u >= 0) chosen[u] = 0; }
   return chosen;
 }
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   NODE, prepare, circuitRows, chosenUnits, onPaths, toggleUnit, toggleNodes, setEdges,
   setThreshold, defaultSelection, circuitSize, indexNames, nodeGroup, searchNodes, circuitJSON,
+  missing, appendChunk, minThreshold, holdsAll, localUnit,
 } from "./logic.js";
 import { layoutNodes, edgeCurve, sampleCurve, hitEdge, strokeWidth } from "./layout.js";
 
@@ -33,6 +34,29 @@ function tiny() {
 }
 
 const rowsOf = (mask) => [...mask].flatMap((v, i) => (v ? [i] : []));
+
+// The same graph on a page holding a part: units {0, 1, 4} = the first 2 of the greedy order
+// (1, 0) and the 2 largest |scores| (1, 4); the largest key outside is unit 3's 0.3.
+function partial() {
+  const t = tiny(), keep = [0, 1, 4];
+  const pick = (a) => a.constructor.from(keep.map((r) => a[r]));
+  const d = { info: { ...t.info, n_order: 5 }, shipped: { order: 2, top: 2, key_floor: 0.3, units: 3 },
+    nodeNames: t.nodeNames, nodeType: t.nodeType, nodeLayer: t.nodeLayer, nodeHead: t.nodeHead,
+    nodeSpan: t.nodeSpan, rowId: Int32Array.from(keep), unitIds: Int32Array.from(keep),
+    order: Int32Array.from([1, 0]) };
+  for (const k of ["parent", "child", "unit", "kind", "score", "src", "dst", "srcSpan", "dstSpan"]) d[k] = pick(t[k]);
+  return indexNames(prepare(d));
+}
+const drawnRows = (d, sel) => rowsOf(circuitRows(d, sel)).map((r) => d.rowId[r]);
+const chunk = (rows, order, extra = {}) => {
+  const t = tiny(), arrays = { unit_ids: Int32Array.from(new Set(rows.map((r) => t.unit[r]))),
+    order: Int32Array.from(order), row_id: Int32Array.from(rows) };
+  const names = { parent: "row_parent", child: "row_child", unit: "row_unit", kind: "row_kind",
+    score: "row_score", src: "row_src", dst: "row_dst", srcSpan: "row_src_span", dstSpan: "row_dst_span" };
+  for (const [k, name] of Object.entries(names)) arrays[name] = t[k].constructor.from(rows.map((r) => t[k][r]));
+  return [{ type: "chunk", from: { order: 2, top: 2 }, to: { order: 2 + order.length, top: 2 },
+    key_floor: null, limited: false, ...extra }, arrays];
+};
 
 describe("selection -> rows", () => {
   it("takes the first n units of the greedy order, then prunes dangling rows", () => {
@@ -79,6 +103,54 @@ describe("selection -> rows", () => {
     expect(s1.n_edges).toBe(0);
     expect(s0.n_edges).toBe(3);
     expect(setEdges(s0, 2.6).n_edges).toBe(3);
+  });
+});
+
+describe("a page holding part of the graph", () => {
+  it("says what a selection lacks, and draws what it holds like the whole graph does", () => {
+    const d = partial(), all = tiny();
+    expect(d.nUnits).toBe(3);
+    expect(localUnit(d, 4)).toBe(2);
+    expect(localUnit(d, 3)).toBe(-1);
+    expect(holdsAll(d)).toBe(false);
+    expect(missing(d, defaultSelection(2))).toBe(null);
+    expect(missing(d, defaultSelection(3))).toEqual({ order: 3 });
+    expect(missing(d, defaultSelection(9))).toEqual({ order: 5 });           // the whole order
+    expect(missing(d, setThreshold(defaultSelection(), 0.31))).toBe(null);
+    expect(missing(d, setThreshold(defaultSelection(), 0.3))).toEqual({ threshold: 0.3 });
+    expect(missing(d, { ...defaultSelection(1), added: [3, 4], removed: [2] })).toEqual({ units: [2, 3] });
+    for (const sel of [defaultSelection(2), setThreshold(defaultSelection(), 0.4),
+      { ...defaultSelection(2), removed: [0] }, { ...defaultSelection(1), added: [0, 4] }]) {
+      expect(drawnRows(d, sel)).toEqual(rowsOf(circuitRows(all, sel)));
+    }
+    expect(minThreshold(d)).toBe(0.5);
+  });
+
+  it("appends a chunk once, skipping units it holds, and ignores answers for another state", () => {
+    const d = partial();
+    const [msg, arrays] = chunk([2, 3, 4], [3, 4, 2]);                      // unit 4 is held
+    expect(appendChunk(d, { ...msg, from: { order: 1, top: 2 } }, arrays)).toBe(false);
+    expect(d.nRows).toBe(3);
+    expect(appendChunk(d, msg, arrays)).toBe(true);
+    expect(d.nRows).toBe(5);
+    expect([...d.rowId]).toEqual([0, 1, 4, 2, 3]);
+    expect(d.order.length).toBe(5);
+    expect(holdsAll(d)).toBe(true);
+    expect(appendChunk(d, msg, arrays)).toBe(false);                        // already applied
+    const all = tiny();
+    for (const n of [0, 2, 3, 5]) {
+      expect(missing(d, defaultSelection(n))).toBe(null);
+      expect(drawnRows(d, defaultSelection(n)).sort()).toEqual(rowsOf(circuitRows(all, defaultSelection(n))));
+    }
+    expect(drawnRows(d, setThreshold(defaultSelection(), 0)).sort()).toEqual([0, 1, 2, 3]);
+  });
+
+  it("marks a page the kernel stopped filling", () => {
+    const d = partial();
+    const [msg, arrays] = chunk([], [], { limited: true, key_floor: 0.3 });
+    expect(appendChunk(d, msg, arrays)).toBe(true);
+    expect(d.limited).toBe(true);
+    expect(missing(d, defaultSelection(3))).toEqual({ order: 3 });
   });
 });
 

@@ -37,8 +37,8 @@ export function createModel(state, { onSend, onSave } = {}) {
       }
     },
     send(msg) { onSend?.(msg, model); },
-    /** Deliver a message as if it came from Python (`msg:custom`). */
-    receive(msg) { emit("msg:custom", msg, []); },
+    /** Deliver a message as if it came from Python (`msg:custom`), with its binary buffers. */
+    receive(msg, buffers = []) { emit("msg:custom", msg, buffers); },
     widget_manager: {
       async get_model() { throw new Error("no widget manager on a standalone page"); },
     },

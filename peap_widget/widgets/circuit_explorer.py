@@ -16,6 +16,21 @@ a path from an ``input`` node to the logits is dropped. The front end computes t
 
 With a model and dataset, each edit is re-evaluated here (the front end asks with a message and
 sends the next request only when the last answer arrived, so fast edits are coalesced).
+
+Big graphs (an 8B model's has 13 million rows) do not go to the page whole. The page gets the
+node table and the rows of the units it *holds*: S(a, b) = the first ``a`` units of the greedy
+order together with the ``b`` units of largest key (max |score|; ties by unit id), plus units
+named by id (``added`` / ``removed`` outside that set). At first a = b, as large as ``max_units``
+allows; graphs that fit are shipped whole. Threshold t is exact on the page when t >
+``key_floor`` (the largest key of a unit outside S(a, b)), size n when n <= a. Past that the page
+asks for more with a message ``{"type": "more", "req", "have": {"order": a, "top": b, "units":
+held}, "order": n | null, "threshold": t | null, "units": [unit ids]}`` and draws nothing until
+the answer ``{"type": "chunk", "req", "from": {order, top}, "to": {order, top}, "key_floor",
+"limited", "arrays": [names]}`` (buffers: the new units' ids, the greedy order from a to the
+new a, and the per-row arrays of the new units' rows) has arrived; answers are at most
+``chunk_units`` units, so a large step comes in several. Every request says what the page holds
+(a, b), so the kernel keeps no state per page. Pages without a kernel (``to_html``) hold what was
+shipped (plus what the saved circuit needs) and cap their size control there.
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ import time
 import numpy as np
 import traitlets as t
 
-from ..circuit import Circuit, _units
+from ..circuit import Circuit, _units, top_indices
 from ..errors import PeapError
 from ..evaluate import Evaluator
 from .base import PeapWidget
@@ -86,6 +101,183 @@ def _bytes(a, dtype) -> bytes:
     return np.ascontiguousarray(a, dtype=dtype).tobytes()
 
 
+MAX_UNITS = 600_000         # units shipped with the widget: ~41 bytes each, so about 25 MB
+CHUNK_UNITS = 250_000       # units per answer to a "more" request (about 10 MB)
+MAX_PAGE_UNITS = 4_000_000  # the most units one page asks the kernel for
+# per-row arrays sent to the page, in this order (names of the bytes traits)
+ROW_ARRAYS = (("row_id", np.int32), ("row_parent", np.int32), ("row_child", np.int32),
+              ("row_unit", np.int32), ("row_kind", np.int8), ("row_score", np.float64),
+              ("row_src", np.int16), ("row_dst", np.int16), ("row_src_span", np.int16),
+              ("row_dst_span", np.int16))
+
+
+def _greedy_prefix(result, merge_qkv: bool, n: int) -> np.ndarray:
+    """The first ``n`` units of the result's greedy order (computed no further than needed where
+    the result can)."""
+    return np.asarray(result.greedy_order(merge_qkv, absolute=True, n=int(n)), dtype=np.int64)
+
+
+class _Shipping:
+    """What a page may hold of one result's rows: the greedy order, the units ranked by key, and
+    the per-row arrays of any set of units (see the module docstring)."""
+
+    def __init__(self, result, merge_qkv: bool):
+        self.result, self.merge_qkv = result, merge_qkv
+        self.space = space = result.space
+        self.units = units = _units(space, merge_qkv)
+        self.scores = np.asarray(result.scores, dtype=np.float64)
+        self.keys = units.keys(self.scores, True)
+        self.n_units = int(units.n)
+        self.n_order = int(result.greedy_order_length(merge_qkv))
+        self._top = np.zeros(0, dtype=np.int64)
+        self._greedy = np.zeros(0, dtype=np.int64)
+        # rows of each unit: residual rows are their own unit (row r = unit r), so only the
+        # other rows need an index
+        of_row = units.of_row
+        n_resid = space.n_resid
+        lead = n_resid if np.array_equal(of_row[:n_resid], np.arange(n_resid)) else 0
+        self._lead = lead
+        rest = of_row[lead:]
+        order = np.argsort(rest, kind="stable")
+        self._rest_rows = lead + order
+        self._rest_units = rest[order]
+
+    def greedy(self, n: int) -> np.ndarray:
+        n = max(0, min(int(n), self.n_order))
+        if n > len(self._greedy):
+            self._greedy = _greedy_prefix(self.result, self.merge_qkv, n)
+        return self._greedy[:n]
+
+    def top(self, n: int) -> np.ndarray:
+        n = max(0, min(int(n), self.n_units))
+        if n > len(self._top):
+            self._top = top_indices(self.keys, max(n, min(self.n_units, 2 * len(self._top))))
+        return self._top[:n]
+
+    def held(self, a: int, b: int) -> np.ndarray:
+        """[units] bool: S(a, b)."""
+        mask = np.zeros(self.n_units, dtype=bool)
+        mask[self.greedy(a)] = True
+        mask[self.top(b)] = True
+        return mask
+
+    def key_floor(self, held: np.ndarray) -> float:
+        """The largest key outside ``held`` (-inf when it holds every unit): thresholds above
+        it select only held units."""
+        rest = self.keys[~held]
+        return float(rest.max()) if rest.size else float("-inf")
+
+    def initial(self, max_units: int) -> tuple[int, int]:
+        """(a, b), a = b as large as possible with |S(a, b)| <= max_units."""
+        m = max(1, min(int(max_units), self.n_units))
+        g, top = self.greedy(m), self.top(m)
+        ids = np.concatenate([g, top])
+        rank = np.concatenate([np.arange(len(g)), np.arange(len(top))])
+        o = np.lexsort((rank, ids))
+        ids, rank = ids[o], rank[o]
+        first = np.ones(len(ids), dtype=bool)
+        first[1:] = ids[1:] != ids[:-1]
+        least = np.sort(rank[first])      # per unit held: the smallest k with it in S(k, k)
+        k = m if len(least) <= max_units else int(least[max_units])
+        return min(k, len(g)), min(k, len(top))
+
+    def rows_of(self, units: np.ndarray) -> np.ndarray:
+        """Sorted rows of ``units``."""
+        units = np.asarray(units, dtype=np.int64)
+        direct = units[units < self._lead]
+        other = units[units >= self._lead]
+        lo = np.searchsorted(self._rest_units, other, side="left")
+        hi = np.searchsorted(self._rest_units, other, side="right")
+        counts = hi - lo
+        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        return np.sort(np.concatenate([direct, self._rest_rows[idx]]))
+
+    def row_arrays(self, rows: np.ndarray) -> list[bytes]:
+        """The `ROW_ARRAYS` of ``rows``, as bytes."""
+        sp = self.space
+        rows = np.asarray(rows, dtype=np.int64)
+        res, cr = rows[rows < sp.n_resid], rows[rows >= sp.n_resid] - sp.n_resid
+        g = sp.graph
+        head_fwd = 1 + sp.layer[cr] * (g.H + 1) + sp.head[cr]
+        values = {
+            "row_id": rows, "row_parent": np.asarray(sp.parent)[rows],
+            "row_child": np.asarray(sp.child)[rows], "row_unit": self.units.of_row[rows],
+            "row_kind": np.concatenate([np.zeros(len(res)), 1 + sp.kind[cr]]),
+            "row_score": np.nan_to_num(self.scores[rows], nan=0.0),
+            "row_src": np.concatenate([sp.fwd[res], head_fwd]),
+            "row_dst": np.concatenate([sp.bwd[res], np.full(len(cr), -1)]),
+            "row_src_span": np.concatenate([sp.span[res], sp.kspan[cr]]),
+            "row_dst_span": np.concatenate([sp.span[res], sp.qspan[cr]]),
+        }
+        return [_bytes(values[name], dtype) for name, dtype in ROW_ARRAYS]
+
+    def payload(self, a: int, b: int, extra=()) -> dict:
+        """Trait values of a page holding S(a, b) plus the units ``extra``."""
+        held = self.held(a, b)
+        floor = self.key_floor(held)
+        extra = np.asarray(sorted({int(u) for u in extra if 0 <= int(u) < self.n_units}),
+                           dtype=np.int64)
+        held[extra] = True
+        units = np.flatnonzero(held)
+        out = dict(zip((name for name, _ in ROW_ARRAYS), self.row_arrays(self.rows_of(units))))
+        out["unit_ids"] = _bytes(units, np.int32)
+        out["unit_order"] = _bytes(self.greedy(a), np.int32)
+        out["shipped"] = {"order": int(min(a, self.n_order)), "top": int(min(b, self.n_units)),
+                          "key_floor": json_number(floor), "units": int(len(units))}
+        return out
+
+    def chunk(self, have_order: int, have_top: int, held_units: int, want_order=None,
+              threshold=None, want_units=(), chunk_units: int = CHUNK_UNITS,
+              page_units: int = MAX_PAGE_UNITS):
+        """The answer to a "more" request from a page holding S(have_order, have_top) and
+        ``held_units`` units in all: (content, buffers)."""
+        a = max(0, min(int(have_order), self.n_order))
+        b = max(0, min(int(have_top), self.n_units))
+        held = self.held(a, b)
+        room = max(0, int(page_units) - int(held_units))
+        budget = min(int(chunk_units), room)
+        a1, b1, new, reached = a, b, [], True
+        if want_order is not None and int(want_order) > a:
+            target = min(int(want_order), self.n_order)
+            a1, fresh = _advance(self.greedy(target), a, held, budget)
+            new.append(fresh)
+            budget -= len(fresh)
+            reached &= a1 >= target
+        if threshold is not None and not float(threshold) > self.key_floor(held):
+            target = int((self.keys >= float(threshold)).sum())
+            b1, fresh = _advance(self.top(target), b, held, budget)
+            new.append(fresh)
+            reached &= b1 >= target
+        n_new = sum(map(len, new))
+        floor = self.key_floor(held)          # held is S(a1, b1) now
+        asked = np.asarray([int(u) for u in want_units if 0 <= int(u) < self.n_units],
+                           dtype=np.int64)
+        new.append(asked[~held[asked]])       # units named by id come regardless of limits
+        units = np.unique(np.concatenate(new))
+        rows = self.rows_of(units)
+        names = ["unit_ids", "order"] + [name for name, _ in ROW_ARRAYS]
+        buffers = [_bytes(units, np.int32), _bytes(self.greedy(a1)[a:], np.int32),
+                   *self.row_arrays(rows)]
+        content = {"type": "chunk", "from": {"order": a, "top": b}, "to": {"order": a1, "top": b1},
+                   "key_floor": json_number(floor), "limited": bool(not reached and n_new >= room),
+                   "n_units": int(len(units)), "n_rows": int(len(rows)), "arrays": names}
+        return content, buffers
+
+
+def _advance(seq: np.ndarray, start: int, held: np.ndarray, budget: int):
+    """Walk ``seq`` from ``start``, taking at most ``budget`` units not yet ``held`` (marked
+    held as taken): (where the walk stopped, the units taken)."""
+    part = seq[start:]
+    if not part.size:
+        return start, np.zeros(0, dtype=np.int64)
+    fresh = ~held[part]
+    taken = np.cumsum(fresh)
+    end = int(np.searchsorted(taken, budget, side="right"))
+    new = part[:end][fresh[:end]]
+    held[new] = True
+    return start + end, new
+
+
 class CircuitExplorer(PeapWidget):
     """The circuit as a diagram: x = the schema's spans, y = layers (input at the bottom, logits
     at the top); heads and MLPs are nodes, residual edges run within a span, crossing q/k/v edges
@@ -106,6 +298,11 @@ class CircuitExplorer(PeapWidget):
             and ``curves=None`` one is computed at ``curve_sizes``.
         evaluator: a `pw.Evaluator` on ``model`` and ``dataset`` to reuse (its clean and
             ablation runs are cached); default one with the result's ablation and metric.
+        max_units: how many edges (units) go to the page with the widget: the first of the
+            greedy order and the largest |scores| (about 41 bytes each; the default keeps an
+            8B model's graph near 25 MB). Larger sizes are fetched from the kernel on demand;
+            graphs that fit go whole.
+        chunk_units, max_page_units: units per fetched chunk, and the most a page asks for.
 
     Example:
         >>> explorer = pw.CircuitExplorer(res, model, ds)                  # doctest: +SKIP
@@ -123,16 +320,20 @@ class CircuitExplorer(PeapWidget):
     node_layer = t.Bytes().tag(sync=True)     # Int16
     node_head = t.Bytes().tag(sync=True)      # Int16
     node_span = t.Bytes().tag(sync=True)      # Int16
-    row_parent = t.Bytes().tag(sync=True)     # Int32 per edge-table row
+    # rows of the units the page holds (see the module docstring), sorted by row
+    row_id = t.Bytes().tag(sync=True)         # Int32: edge-table row
+    row_parent = t.Bytes().tag(sync=True)     # Int32
     row_child = t.Bytes().tag(sync=True)      # Int32
-    row_unit = t.Bytes().tag(sync=True)       # Int32
+    row_unit = t.Bytes().tag(sync=True)       # Int32: unit id
     row_kind = t.Bytes().tag(sync=True)       # Int8: 0 resid, 1 q, 2 k, 3 v
     row_score = t.Bytes().tag(sync=True)      # Float64
     row_src = t.Bytes().tag(sync=True)        # Int16: forward component (crossing: the head)
     row_dst = t.Bytes().tag(sync=True)        # Int16: backward slot (crossing: -1, the head)
     row_src_span = t.Bytes().tag(sync=True)   # Int16 (edge-table columns, for JSON export)
     row_dst_span = t.Bytes().tag(sync=True)   # Int16
-    unit_order = t.Bytes().tag(sync=True)     # Int32: greedy order of units
+    unit_ids = t.Bytes().tag(sync=True)       # Int32: the units held, sorted
+    unit_order = t.Bytes().tag(sync=True)     # Int32: the first `shipped.order` units of the greedy order
+    shipped = t.Dict().tag(sync=True)         # {order: a, top: b, key_floor, units}
     head_info = t.Dict().tag(sync=True)       # {"a1.h2": {"promotes": ..., "copying": ..., "attends": [[...]]}}
     curves = t.List().tag(sync=True)          # [{name, points: [...]}] as FaithfulnessCurves.series
     # the user's circuit
@@ -143,15 +344,16 @@ class CircuitExplorer(PeapWidget):
 
     def __init__(self, result, model=None, dataset=None, n_edges: int | None = None,
                  merge_qkv: bool = True, curves=None, curve_sizes=None, head_details: bool = True,
-                 evaluator: Evaluator | None = None, **kwargs):
+                 evaluator: Evaluator | None = None, max_units: int = MAX_UNITS,
+                 chunk_units: int = CHUNK_UNITS, max_page_units: int = MAX_PAGE_UNITS, **kwargs):
         if (model is None) != (dataset is None):
             raise PeapError("give both model and dataset (to re-evaluate edits) or neither")
         self.result, self.model, self.dataset = result, model, dataset
         self.merge_qkv = merge_qkv
         space = result.space
-        self._scores = result.scores
-        units = _units(space, merge_qkv)
-        self._order = result.greedy_order(merge_qkv)
+        self._ship = ship = _Shipping(result, merge_qkv)
+        self._scores = ship.scores
+        self._chunk_units, self._max_page_units = int(chunk_units), int(max_page_units)
         self._evaluator = evaluator
         if model is not None and evaluator is None:
             self._evaluator = Evaluator(model, dataset, result.settings.get("ablation", "counterfactual"),
@@ -161,8 +363,8 @@ class CircuitExplorer(PeapWidget):
         g = space.graph
         self.info = {"layers": g.L, "heads": g.H, "spans": list(space.spans),
                      "crossing": bool(space.crossing), "merge_qkv": merge_qkv,
-                     "n_rows": len(space), "n_units": int(units.n), "n_nodes": int(space.n_nodes),
-                     "n_order": int(len(self._order)), "method": result.method,
+                     "n_rows": len(space), "n_units": ship.n_units, "n_nodes": int(space.n_nodes),
+                     "n_order": ship.n_order, "method": result.method,
                      "settings": {k: v for k, v in result.settings.items()
                                   if isinstance(v, (str, int, float, bool, type(None)))},
                      "root": int(space.root), "live": model is not None,
@@ -175,18 +377,8 @@ class CircuitExplorer(PeapWidget):
         self.node_layer = _bytes(nodes["layer"], np.int16)
         self.node_head = _bytes(nodes["head"], np.int16)
         self.node_span = _bytes(nodes["span"], np.int16)
-        self.row_parent = _bytes(space.parent, np.int32)
-        self.row_child = _bytes(space.child, np.int32)
-        self.row_unit = _bytes(units.of_row, np.int32)
-        kind = np.concatenate([np.zeros(space.n_resid), 1 + space.kind])
-        self.row_kind = _bytes(kind, np.int8)
-        self.row_score = _bytes(np.nan_to_num(self._scores, nan=0.0), np.float64)
-        self.unit_order = _bytes(self._order, np.int32)
-        head_fwd = 1 + space.layer * (g.H + 1) + space.head
-        self.row_src = _bytes(np.concatenate([space.fwd, head_fwd]), np.int16)
-        self.row_dst = _bytes(np.concatenate([space.bwd, np.full(space.n_cross, -1)]), np.int16)
-        self.row_src_span = _bytes(np.concatenate([space.span, space.kspan]), np.int16)
-        self.row_dst_span = _bytes(np.concatenate([space.span, space.qspan]), np.int16)
+        for name, value in ship.payload(*ship.initial(max_units)).items():
+            setattr(self, name, value)
         if model is not None and head_details:
             self.head_info = head_details_for(model, dataset)
         curve_obj = curves
@@ -205,7 +397,7 @@ class CircuitExplorer(PeapWidget):
                 hit = curve_obj.table[curve_obj.table["faithfulness"] >= 0.8]
                 if len(hit):
                     n_edges = int(hit["requested"].min())
-        self.selection = default_selection(min(int(n_edges), len(self._order)))
+        self.selection = default_selection(min(int(n_edges), ship.n_order))
         self.on_msg(self._on_message)
         if self._evaluator is not None:
             self.evaluate()
@@ -213,10 +405,20 @@ class CircuitExplorer(PeapWidget):
     # --- the circuit -------------------------------------------------------------------------
 
     @property
+    def _order(self) -> np.ndarray:
+        """The whole greedy order (every unit greedy search ever adds)."""
+        return self._ship.greedy(self._ship.n_order)
+
+    def _order_for(self, selection: dict) -> np.ndarray:
+        """As much of the greedy order as ``selection`` uses."""
+        n = int(selection.get("n_edges", 0)) if selection.get("mode", "edges") == "edges" else 0
+        return self._ship.greedy(max(0, n))
+
+    @property
     def circuit(self) -> Circuit:
         """The circuit now shown (a new `pw.Circuit` each time; edit it freely)."""
-        rows = selection_rows(self.result.space, self.merge_qkv, self._order, self._scores,
-                              self.selection)
+        rows = selection_rows(self.result.space, self.merge_qkv, self._order_for(self.selection),
+                              self._scores, self.selection)
         circ = self.result.circuit_from(rows, merge_qkv=self.merge_qkv)
         circ.name = "explorer"
         return circ
@@ -237,7 +439,7 @@ class CircuitExplorer(PeapWidget):
         elif n_edges is not None:
             if n_edges < 0:
                 raise PeapError(f"n_edges must be >= 0, got {n_edges}")
-            self._edit(mode="edges", n_edges=int(min(n_edges, len(self._order))))
+            self._edit(mode="edges", n_edges=int(min(n_edges, self._ship.n_order)))
         else:
             raise PeapError("set_size needs n_edges or threshold")
 
@@ -323,12 +525,58 @@ class CircuitExplorer(PeapWidget):
         }
 
     def _on_message(self, _widget, content, _buffers):
+        if isinstance(content, dict) and content.get("type") == "more":
+            self._send_more(content)
         if isinstance(content, dict) and content.get("type") == "evaluate" and self._evaluator:
             try:
                 self.evaluate(content.get("version"))
             except Exception as e:  # shown in the widget; the kernel keeps going
                 self.status = ""
                 self.evaluation = {"version": content.get("version"), "error": str(e)}
+
+
+    # --- what the page holds ------------------------------------------------------------------
+
+    def _send_more(self, content: dict):
+        """Answer a page's "more" request (see the module docstring) with one chunk."""
+        try:
+            have = content.get("have") or {}
+            order = content.get("order")
+            threshold = content.get("threshold")
+            reply, buffers = self._ship.chunk(
+                int(have.get("order", 0)), int(have.get("top", 0)), int(have.get("units", 0)),
+                None if order is None else int(order),
+                None if threshold is None else float(threshold),
+                [int(u) for u in content.get("units") or []],
+                self._chunk_units, self._max_page_units)
+        except Exception as e:  # shown in the widget; the kernel keeps going
+            reply, buffers = {"type": "chunk", "error": f"{type(e).__name__}: {e}"}, []
+        reply["req"] = content.get("req")
+        self.send(reply, buffers)
+
+    def _selection_units(self) -> set[int]:
+        """Units named by id in the selection and the undo history."""
+        return {int(u) for sel in [self.selection, *self.history]
+                for key in ("added", "removed") for u in sel.get(key, [])}
+
+    def _page_state(self) -> dict:
+        """Trait values for a page without a kernel (`to_html`): what was shipped, grown where
+        the circuit shown needs more (so the page shows it exactly), plus every unit the
+        selection and the undo history name."""
+        ship, sel, sh = self._ship, self.selection, self.shipped
+        a, b = sh["order"], sh["top"]
+        if sel.get("mode", "edges") == "threshold":
+            thr = float(sel.get("threshold", 0.0))
+            floor = sh["key_floor"]
+            if floor is not None and not thr > floor:
+                b = max(b, int((ship.keys >= thr).sum()))
+        else:
+            a = max(a, min(int(sel.get("n_edges", 0)), ship.n_order))
+        mask = ship.held(a, b)              # the shipped units are S(a, b) for smaller a, b
+        extra = {u for u in self._selection_units() if 0 <= u < ship.n_units and not mask[u]}
+        if (a, b) == (sh["order"], sh["top"]) and not extra:
+            return {}
+        return ship.payload(a, b, extra)
 
 
 def _mean_lengths(result):
