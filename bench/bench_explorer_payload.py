@@ -19,23 +19,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def random_result(layers: int, heads: int, spans: int, seed: int = 0):
-    import peap_widget as pw
-    from peap_widget.graph import Graph, GraphConfig
-
-    g = Graph(GraphConfig(n_layers=layers, n_heads=heads, d_model=64))
-    rng = np.random.default_rng(seed)
-    names = [f"S{i}" for i in range(spans)]
-    resid = (rng.standard_normal((spans, g.n_forward, g.n_backward), dtype=np.float32)
-             * rng.random((1, g.n_forward, 1), dtype=np.float32) ** 3)
-    cross = rng.standard_normal((3, layers, heads, spans, spans)) * 0.3
-    settings = {"method": "peap", "ablation": "counterfactual", "aggregation": "sum",
-                "metric": "logit_diff"}
-    return pw.AttributionResult.from_arrays(g, names, resid, cross, settings, np.ones(3),
-                                            np.zeros(3), pw.Schema(names).to_dict())
 
 
 def synced_bytes(widget) -> tuple[int, int]:
@@ -57,6 +40,8 @@ def main():
     args = p.parse_args()
 
     t = time.perf_counter()
+    from peap_widget.examples import random_result
+
     res = random_result(args.layers, args.heads, args.spans)
     t_result = time.perf_counter() - t
     kw = {} if args.max_units is None else {"max_units": args.max_units}

@@ -8,6 +8,7 @@ only span-aggregated sums leave it.
 
 from __future__ import annotations
 
+import gc
 import warnings
 from contextlib import contextmanager
 
@@ -128,6 +129,11 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
                 cross += out["cross"]
             clean_metric.append(out["metric"])
             checks.verify(keep_last=1)   # the batch before this one: long finished on a GPU
+            # nnsight's traces leave reference cycles that hold the batch's activations until
+            # the cyclic collector runs: without this, two batches' worth stay alive (+1.4 GB
+            # on GPT-2 small at batch 32, measured) and the auto batch size would be wrong.
+            del src, out, batch
+            gc.collect()
             done += len(idx)
             bar.update(len(idx))
             if report is not None:
@@ -162,8 +168,6 @@ def _batch_size(model, ds: Dataset, batch_size, positional: bool) -> int:
 
 def _release(device) -> None:
     """Give cached blocks back after an allocation failure, before the smaller retry."""
-    import gc
-
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()

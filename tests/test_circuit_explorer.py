@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import peap_widget as pw
+from peap_widget.examples import random_result
 from peap_widget.widgets.circuit_explorer import default_selection, selection_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,26 +287,10 @@ def test_remove_a_component_at_every_span(explorer, tiny_results):
         explorer.remove_node("a9.h9")
 
 
-def _random_result(layers, heads, spans, seed=0):
-    """A PEAP result on a (layers x heads x spans) graph from random dense scores: no model."""
-    from peap_widget.graph import Graph, GraphConfig
-
-    g = Graph(GraphConfig(n_layers=layers, n_heads=heads, d_model=64))
-    rng = np.random.default_rng(seed)
-    names = [f"S{i}" for i in range(spans)]
-    resid = (rng.standard_normal((spans, g.n_forward, g.n_backward), dtype=np.float32)
-             * rng.random((1, g.n_forward, 1), dtype=np.float32) ** 3)
-    cross = rng.standard_normal((3, layers, heads, spans, spans)) * 0.3
-    settings = {"method": "peap", "ablation": "counterfactual", "aggregation": "sum",
-                "metric": "logit_diff"}
-    return pw.AttributionResult.from_arrays(g, names, resid, cross, settings, np.ones(3),
-                                            np.zeros(3), pw.Schema(names).to_dict())
-
-
 def test_an_8b_models_graph_sends_at_most_40_mb():
     """Llama-3-8B's positional graph (32 layers x 32 heads, 8 spans: 12.9 million rows; about
     420 MB when every row went to the page) sends its first part and the rest on request."""
-    res = _random_result(32, 32, 8)
+    res = random_result(32, 32, 8)
     assert len(res.space) > 12_000_000
     ex = pw.CircuitExplorer(res)
     state = ex.get_state()

@@ -7,7 +7,7 @@ import json
 import time
 
 from browser import screenshot
-from test_jupyterlab import lab  # noqa: F401  (the JupyterLab server fixture)
+from test_jupyterlab import lab, open_and_run_first_cell  # noqa: F401  (lab: the server fixture)
 
 SETUP = """\
 import json
@@ -55,18 +55,7 @@ def test_rows_past_the_shipped_part_come_from_the_kernel(lab, chromium):  # noqa
     nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(CHECK)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "fetch.ipynb")
-    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/lab/tree/fetch.ipynb?token={token}", timeout=60000)
-    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60000)
-    page.wait_for_function("""() => {
-        const w = window.jupyterapp.shell.currentWidget;
-        return w?.sessionContext?.session?.kernel?.status === "idle";
-    }""", timeout=90000)
-    page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
-    page.wait_for_selector(".pe-root", timeout=120000)
+    page, errors = open_and_run_first_cell(chromium, url, token, "fetch.ipynb")
     shipped = _wait_file(root / "shipped.json")
     assert page.evaluate(DRAWN)["state"] == "ready"
 

@@ -78,14 +78,14 @@ def lab(tmp_path_factory):
     log.close()
 
 
-def test_prune_in_jupyterlab_and_read_the_kernel(lab, chromium):
-    url, token, root = lab
+def open_and_run_first_cell(chromium, url: str, token: str, notebook: str):
+    """Open ``notebook`` in JupyterLab, wait for its kernel, run the first cell (a widget) and
+    wait for the widget: (page, page errors)."""
     page = chromium.new_page(viewport={"width": 1500, "height": 1100})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/lab/tree/explore.ipynb?token={token}", timeout=60000)
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}", timeout=60000)
     page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60000)
-    # wait for the kernel, then run the first cell (the widget)
     page.wait_for_function("""() => {
         const w = window.jupyterapp.shell.currentWidget;
         return w?.sessionContext?.session?.kernel?.status === "idle";
@@ -93,6 +93,12 @@ def test_prune_in_jupyterlab_and_read_the_kernel(lab, chromium):
     page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
     page.wait_for_selector(".pe-root", timeout=120000)
+    return page, errors
+
+
+def test_prune_in_jupyterlab_and_read_the_kernel(lab, chromium):
+    url, token, root = lab
+    page, errors = open_and_run_first_cell(chromium, url, token, "explore.ipynb")
     page.wait_for_function(
         "document.querySelector('[data-role=status-text]')?.textContent.startsWith('evaluated')",
         timeout=60000)
