@@ -112,9 +112,12 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             try:
                 src = source(batch)
                 out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+                failed = False
             except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
                 if not is_out_of_memory(err) or size == 1:
                     raise
+                failed = True
+            if failed:  # outside the except block, so the traceback's frames are gone
                 size = max(1, len(idx) // 2)
                 _release(dev)
                 warnings.warn(f"{method.upper()} attribution: out of memory with {len(idx)} "
