@@ -25,7 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from report import write_report
 
 N_WORDS = 50257 - 4  # with the 4 special tokens: GPT-2's vocabulary size
 
@@ -144,9 +145,7 @@ def main():
               f"({extra:+.0f} MiB over the baseline process)"
               + (f", peak CUDA {results[mode]['peak_cuda_mib']:.0f} MiB vs "
                  f"{results['baseline']['peak_cuda_mib']:.0f}" if "peak_cuda_mib" in results[mode] else ""))
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "attribution.json").write_text(json.dumps(summary, indent=1))
+    write_report("attribution", summary)
 
 
 if __name__ == "__main__":

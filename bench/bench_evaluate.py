@@ -12,11 +12,12 @@ Usage: python bench/bench_evaluate.py [--reps 5]. Writes bench/out/evaluate.json
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from report import write_report
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -73,9 +74,7 @@ def main():
     print(f"gpt2-small shape, {out['gpt2_edges']} positional edges: greedy order "
           f"{out['gpt2_greedy_first_s']:.2f} s first, {out['gpt2_greedy_cached_s'] * 1e3:.0f} ms after; "
           f"evaluation {out['gpt2_eval_s']:.2f} s = {out['gpt2_eval_ratio']:.2f}x a bare forward")
-    d = Path(__file__).parent / "out"
-    d.mkdir(exist_ok=True)
-    (d / "evaluate.json").write_text(json.dumps(out, indent=1))
+    write_report("evaluate", out)
 
 
 if __name__ == "__main__":

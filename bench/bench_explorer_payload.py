@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
+
+from report import write_report
 
 
 
@@ -73,9 +74,7 @@ def main():
                         "units": content["n_units"], "to": content["to"],
                         "limited": content["limited"]}
     print(json.dumps(report, indent=1))
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "explorer_payload.json").write_text(json.dumps(report, indent=1))
+    write_report("explorer_payload", report)
 
 
 if __name__ == "__main__":

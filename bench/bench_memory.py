@@ -19,7 +19,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from report import write_report
 
 N_WORDS = 50257 - 4
 
@@ -93,9 +94,7 @@ def main():
             a["used_batch"] - b["used_batch"])
         print(f"measured cost of one more example: {per / 2**20:.0f} MiB "
               f"(estimate {a['estimate_per_example'] / 2**20:.0f} MiB)")
-    out_dir = Path(__file__).parent / "out"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "memory.json").write_text(json.dumps(rows, indent=2))
+    write_report("memory", rows, indent=2)
 
 
 if __name__ == "__main__":

@@ -308,10 +308,10 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
             grads_ok += [(f"m{layer}", _finite(g_mlp[layer])), (heads(layer), _finite(g_o[layer], H)),
                          ([f"{h} q/k/v" for h in heads(layer)],
                           _finite(g_qkv[layer].transpose(2, 3), H))]
-        out["checks"] = (_labelled(clean_ok, "in the clean run")
-                         + _labelled(source_ok, "in the ablation source")
+        out["checks"] = (_labelled(clean_ok, "{} in the clean run")
+                         + _labelled(source_ok, "{} in the ablation source")
                          + [(["the metric"], _finite(values))]
-                         + _labelled(grads_ok, "the gradient at")
+                         + _labelled(grads_ok, "the gradient at {}")
                          + [(["the residual edge scores"], _finite(resid))]
                          + ([] if cross is None else [(["the crossing edge scores"], _finite(cross))]))
         out["resid"] = resid.to(torch.float64)
@@ -329,11 +329,8 @@ def _finite(x: torch.Tensor, heads: int | None = None) -> torch.Tensor:
     return torch.isfinite(x.reshape(x.shape[0] * x.shape[1], heads, -1)).all(-1).all(0)
 
 
-def _labelled(checks, phrase: str) -> list:
-    """[(label or per-head labels, flags)] -> [(label + where, flags)] with one label per flag."""
-    out = []
-    for label, flags in checks:
-        labels = [label] if isinstance(label, str) else list(label)
-        text = [f"{phrase} {lb}" if phrase.startswith("the") else f"{lb} {phrase}" for lb in labels]
-        out.append((text, flags))
-    return out
+def _labelled(checks, template: str) -> list:
+    """[(label or per-head labels, flags)] -> [(labels put into ``template``, flags)], one
+    label per flag."""
+    return [([template.format(lb) for lb in ([label] if isinstance(label, str) else label)], flags)
+            for label, flags in checks]

@@ -64,6 +64,15 @@ class Units:
         sp = self.space
         return np.concatenate([unit_mask[: sp.n_resid], np.tile(unit_mask[sp.n_resid:], 3)])
 
+    def rows_of(self, units: np.ndarray) -> np.ndarray:
+        """Sorted rows of ``units`` (a merged group's q, k and v rows), by arithmetic."""
+        units = np.asarray(units, dtype=np.int64)
+        if not self.merged:
+            return np.sort(units)
+        cross = units >= self.space.n_resid
+        grouped = units[cross][:, None] + self.per_kind * np.arange(3)
+        return np.sort(np.concatenate([units[~cross], grouped.ravel()]))
+
     def unit_mask(self, row_mask: np.ndarray) -> np.ndarray:
         """[units] bool: units with at least one row in ``row_mask``."""
         row_mask = np.asarray(row_mask, dtype=bool)
@@ -124,24 +133,12 @@ class Units:
         units = np.asarray(units, dtype=np.int64)
         sp = self.space
         if not self.merged:
-            return self._row_parents(units)[:, None]
+            return self.space.parents_of(units)[:, None]
         out = np.full((len(units), 3), -1, dtype=np.int64)
         cross = units >= sp.n_resid
-        out[~cross, 0] = self._row_parents(units[~cross])
+        out[~cross, 0] = self.space.parents_of(units[~cross])
         rows = units[cross][:, None] + self.per_kind * np.arange(3)
-        out[cross] = self._row_parents(rows.ravel()).reshape(-1, 3)
-        return out
-
-    def _row_parents(self, rows: np.ndarray) -> np.ndarray:
-        """Parent nodes of rows by arithmetic (no per-row array needed)."""
-        sp = self.space
-        res = rows < sp.n_resid
-        out = np.empty(len(rows), dtype=np.int64)
-        s, u, _ = sp.resid_coords(rows[res])
-        out[res] = sp.F(u, s)
-        c = rows[~res] - sp.n_resid
-        read = np.where(sp.kind[c] == 0, sp.qspan[c], sp.kspan[c])
-        out[~res] = sp.SLOT(sp.layer[c] * sp.graph.H + sp.head[c], sp.kind[c], read)
+        out[cross] = self.space.parents_of(rows.ravel()).reshape(-1, 3)
         return out
 
     @property

@@ -515,8 +515,20 @@ class EdgeSpace:
         """[rows] parent node of every row (int32)."""
         fwd = self._span_pairs[0].astype(np.int64)
         out = self._per_span(lambda s: self.F(fwd, s))
-        read_span = np.where(self.kind == 0, self.qspan, self.kspan)
-        out[self.n_resid:] = self.SLOT(self.layer * self.graph.H + self.head, self.kind, read_span)
+        out[self.n_resid:] = self.parents_of(np.arange(self.n_resid, len(self)))
+        return out
+
+    def parents_of(self, rows) -> np.ndarray:
+        """Parent nodes of ``rows`` by arithmetic (no per-row array needed): F(u, s) for a
+        residual row, the head's q/k/v input at the span it reads for a crossing row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        res = rows < self.n_resid
+        out = np.empty(len(rows), dtype=np.int64)
+        s, u, _ = self.resid_coords(rows[res])
+        out[res] = self.F(u, s)
+        c = rows[~res] - self.n_resid
+        read = np.where(self.kind[c] == 0, self.qspan[c], self.kspan[c])
+        out[~res] = self.SLOT(self.layer[c] * self.graph.H + self.head[c], self.kind[c], read)
         return out
 
     @cached_property

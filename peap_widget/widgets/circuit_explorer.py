@@ -131,16 +131,6 @@ class _Shipping:
         self.n_order = int(result.greedy_order_length(merge_qkv))
         self._top = np.zeros(0, dtype=np.int64)
         self._greedy = np.zeros(0, dtype=np.int64)
-        # rows of each unit: residual rows are their own unit (row r = unit r), so only the
-        # other rows need an index
-        of_row = units.of_row
-        n_resid = space.n_resid
-        lead = n_resid if np.array_equal(of_row[:n_resid], np.arange(n_resid)) else 0
-        self._lead = lead
-        rest = of_row[lead:]
-        order = np.argsort(rest, kind="stable")
-        self._rest_rows = lead + order
-        self._rest_units = rest[order]
 
     def greedy(self, n: int) -> np.ndarray:
         n = max(0, min(int(n), self.n_order))
@@ -181,33 +171,20 @@ class _Shipping:
         k = m if len(least) <= max_units else int(least[max_units])
         return min(k, len(g)), min(k, len(top))
 
-    def rows_of(self, units: np.ndarray) -> np.ndarray:
-        """Sorted rows of ``units``."""
-        units = np.asarray(units, dtype=np.int64)
-        direct = units[units < self._lead]
-        other = units[units >= self._lead]
-        lo = np.searchsorted(self._rest_units, other, side="left")
-        hi = np.searchsorted(self._rest_units, other, side="right")
-        counts = hi - lo
-        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        return np.sort(np.concatenate([direct, self._rest_rows[idx]]))
-
     def row_arrays(self, rows: np.ndarray) -> list[bytes]:
         """The `ROW_ARRAYS` of ``rows``, as bytes."""
         sp = self.space
         rows = np.asarray(rows, dtype=np.int64)
-        res, cr = rows[rows < sp.n_resid], rows[rows >= sp.n_resid] - sp.n_resid
-        g = sp.graph
-        head_fwd = 1 + sp.layer[cr] * (g.H + 1) + sp.head[cr]
+        codes = sp.codes(rows)            # src: forward node (a crossing row's: its head)
+        res = rows < sp.n_resid
+        dst = np.full(len(rows), -1)      # backward slot; crossing rows: -1 (the head)
+        dst[res] = sp.resid_coords(rows[res])[2]
         values = {
-            "row_id": rows, "row_parent": np.asarray(sp.parent)[rows],
+            "row_id": rows, "row_parent": sp.parents_of(rows),
             "row_child": np.asarray(sp.child)[rows], "row_unit": self.units.of_row[rows],
-            "row_kind": np.concatenate([np.zeros(len(res)), 1 + sp.kind[cr]]),
-            "row_score": np.nan_to_num(self.scores[rows], nan=0.0),
-            "row_src": np.concatenate([sp.fwd[res], head_fwd]),
-            "row_dst": np.concatenate([sp.bwd[res], np.full(len(cr), -1)]),
-            "row_src_span": np.concatenate([sp.span[res], sp.kspan[cr]]),
-            "row_dst_span": np.concatenate([sp.span[res], sp.qspan[cr]]),
+            "row_kind": codes["kind"], "row_score": np.nan_to_num(self.scores[rows], nan=0.0),
+            "row_src": codes["src"], "row_dst": dst,
+            "row_src_span": codes["src_span"], "row_dst_span": codes["dst_span"],
         }
         return [_bytes(values[name], dtype) for name, dtype in ROW_ARRAYS]
 
@@ -219,7 +196,7 @@ class _Shipping:
                            dtype=np.int64)
         held[extra] = True
         units = np.flatnonzero(held)
-        out = dict(zip((name for name, _ in ROW_ARRAYS), self.row_arrays(self.rows_of(units))))
+        out = dict(zip((name for name, _ in ROW_ARRAYS), self.row_arrays(self.units.rows_of(units))))
         out["unit_ids"] = _bytes(units, np.int32)
         out["unit_order"] = _bytes(self.greedy(a), np.int32)
         out["shipped"] = {"order": int(min(a, self.n_order)), "top": int(min(b, self.n_units)),
@@ -254,7 +231,7 @@ class _Shipping:
                            dtype=np.int64)
         new.append(asked[~held[asked]])       # units named by id come regardless of limits
         units = np.unique(np.concatenate(new))
-        rows = self.rows_of(units)
+        rows = self.units.rows_of(units)
         names = ["unit_ids", "order"] + [name for name, _ in ROW_ARRAYS]
         buffers = [_bytes(units, np.int32), _bytes(self.greedy(a1)[a:], np.int32),
                    *self.row_arrays(rows)]
