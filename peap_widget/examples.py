@@ -114,3 +114,78 @@ def random_result(layers: int, heads: int, spans: int, seed: int = 0):
                 "metric": "logit_diff"}
     return AttributionResult.from_arrays(g, names, resid, cross, settings, np.ones(3),
                                          np.zeros(3), Schema(names))
+
+
+#: the families `tiny_model` builds (the real transformers classes, random weights)
+TINY_FAMILIES = ("gpt2", "llama", "llama3", "mistral", "qwen2", "qwen3", "gpt_neox",
+                 "gpt_neox_sequential", "gemma2")
+
+
+def tiny_model(family: str = "llama", n_layers: int = 2, n_heads: int = 4, n_kv_heads: int = 2,
+               d_model: int = 16, dtype=torch.float64, seed: int = 0, scale: float = 4.0,
+               **config):
+    """A randomly initialised tiny causal LM of ``family`` (see `TINY_FAMILIES`) over the tiny
+    vocabulary, in eval mode: the real transformers class, with what makes the family itself
+    switched on (grouped-query attention, rotary, sliding windows shorter than the prompts,
+    biases, per-head q/k norms, partial rotary, post-norms and soft-capping). Weights are
+    ``scale`` x the HF init, and biases and norm weights are random too, so every path matters.
+
+    Example:
+        >>> hf, tok = tiny_model("llama")
+        >>> type(hf).__name__, hf.config.num_key_value_heads
+        ('LlamaForCausalLM', 2)
+    """
+    import transformers as tf
+
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; use one of {TINY_FAMILIES}")
+    if family == "gpt2":
+        return tiny_gpt2(n_layer=n_layers, n_head=n_heads, d_model=d_model, dtype=dtype,
+                         seed=seed, **config)
+    tok = tiny_tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=d_model, num_hidden_layers=n_layers,
+                  num_attention_heads=n_heads, intermediate_size=d_model * 3 // 2,
+                  max_position_embeddings=64, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  tie_word_embeddings=False)
+    gqa = dict(num_key_value_heads=n_kv_heads)
+    window = dict(sliding_window=4)   # the tiny prompts are 10-17 tokens: windows bite
+    kinds = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, gqa),
+        "llama3": (tf.LlamaConfig, tf.LlamaForCausalLM, {
+            **gqa, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
+                                       "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0,
+                                       "original_max_position_embeddings": 16}}),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM, {**gqa, **window}),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, {
+            **gqa, **window, "use_sliding_window": True, "max_window_layers": 1}),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {**gqa, "head_dim": 6}),
+        "gpt_neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, {
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                "partial_rotary_factor": 0.5}, "use_parallel_residual": True}),
+        "gpt_neox_sequential": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, {
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                "partial_rotary_factor": 0.5}, "use_parallel_residual": False}),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, {
+            **gqa, **window, "head_dim": 8, "query_pre_attn_scalar": 6,
+            "attn_logit_softcapping": 3.0, "final_logit_softcapping": 5.0,
+            "tie_word_embeddings": True}),
+    }
+    config_cls, model_cls, extra = kinds[family]
+    torch.manual_seed(seed)
+    cfg = config_cls(**{**common, **extra, **config})
+    if family == "gemma2":
+        cfg._attn_implementation = "eager"   # soft-capping: HF's own choice for Gemma-2
+    model = model_cls(cfg).to(dtype).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = 0.3 * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            if "norm" in name:            # LayerNorm / RMSNorm weights and biases: not 1 and 0
+                p.add_(noise)
+            elif name.endswith("bias"):
+                p.add_(noise)
+            else:
+                p.mul_(scale)
+    return model, tok
