@@ -28,6 +28,23 @@ class SourceValues:
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     metric: torch.Tensor | None = None   # [B] metric of the source run (counterfactual only)
+    heads: object = None   # per layer [B, T, H, D] heads' outputs z*_h, where not from ``o``
+
+    def head_outputs(self, adapter, layer: int, W_O: torch.Tensor, dtype) -> torch.Tensor:
+        """[B, T, H, D] the source's heads' outputs z*_h (with its own post-norm factor)."""
+        if self.heads is not None:
+            return self.heads[layer].to(dtype)
+        return adapter.head_outputs(layer, self.o[layer].to(dtype), W_O)
+
+
+def head_deltas(adapter, src: SourceValues, layer: int, o: torch.Tensor,
+                W_O: torch.Tensor) -> torch.Tensor:
+    """[B, T, H, D] z*_h - z_h for the heads of ``layer``, given this run's heads' outputs ``o``
+    [B, T, H*dh] (compute dtype). Without a post-norm z is linear in o: one projection of the
+    difference."""
+    if src.heads is None and not adapter.post_norms:
+        return adapter.head_outputs(layer, src.o[layer].to(o.dtype) - o, W_O)
+    return src.head_outputs(adapter, layer, W_O, o.dtype) - adapter.head_outputs(layer, o, W_O)
 
 
 def read_activations(model, ids: torch.Tensor, lengths: torch.Tensor | None = None, metric=None,
@@ -58,7 +75,7 @@ def counterfactual_values(model, batch: Batch, metric) -> SourceValues:
 def zero_values(model, batch: Batch) -> SourceValues:
     c, dh = model.adapter.config, model.adapter.d_head
     B, T = batch.clean_ids.shape
-    kw = {"dtype": model.dtype, "device": model.device}
+    kw = {"dtype": model.adapter.compute_dtype(), "device": model.device}
     L = c.n_layers
     z_res = torch.zeros(B, T, c.d_model, **kw)
     z_o = torch.zeros(B, T, c.n_heads * dh, **kw)
@@ -92,6 +109,9 @@ class SpanMeans:
     def __init__(self, model, reference: Dataset, batch_size: int | None = None):
         self.spans = list(reference.schema.spans)
         S = len(self.spans)
+        ad = model.adapter
+        # With a norm after the attention a head's output is not linear in o: average z_h itself.
+        W_O = [ad.W_O(layer).double() for layer in range(ad.config.n_layers)] if ad.post_norms else None
         sums = None
         count = torch.zeros(S, dtype=torch.float64)
         for batch in reference.batches(batch_size, device=model.device):
@@ -105,6 +125,10 @@ class SpanMeans:
                 **{n: torch.stack([torch.einsum("bst,bhtd->shd", M, x.double())
                                    for x in getattr(acts, n)]) for n in "qkv"},
             }
+            if W_O is not None:
+                part["heads"] = torch.stack([
+                    torch.einsum("bst,bthd->shd", M, ad.head_outputs(layer, o.double(), W_O[layer]))
+                    for layer, o in enumerate(acts.o)])
             sums = part if sums is None else {n: sums[n] + part[n] for n in sums}
         self.count = count
         denom = count.clamp_min(1).to(model.device)
@@ -114,7 +138,11 @@ class SpanMeans:
             "mlp": sums["mlp"] / denom[None, :, None],
             **{n: sums[n] / denom[None, :, None, None] for n in "qkv"},
         }
-        self.means = {n: x.to(model.dtype) for n, x in self.means.items()}
+        if W_O is not None:
+            self.means["heads"] = sums["heads"] / denom[None, :, None, None]
+        cd = ad.compute_dtype()
+        self.means = {n: x.to(model.dtype if n in ("input", "o", "mlp") else cd)
+                      for n, x in self.means.items()}
 
     def values(self, batch: Batch) -> SourceValues:
         present = torch.unique(batch.span_ids[batch.span_ids >= 0]).cpu()
@@ -126,5 +154,17 @@ class SpanMeans:
         m = self.means
         L = m["o"].shape[0]
         per_head = {n: [m[n][layer][idx].permute(0, 2, 1, 3) for layer in range(L)] for n in "qkv"}
+        heads = _Gathered(m["heads"], idx) if "heads" in m else None
         return SourceValues(m["input"][idx], [m["o"][layer][idx] for layer in range(L)],
-                            [m["mlp"][layer][idx] for layer in range(L)], **per_head)
+                            [m["mlp"][layer][idx] for layer in range(L)], **per_head, heads=heads)
+
+
+class _Gathered:
+    """Per-layer span means gathered to positions on demand (``[layer]`` -> [B, T, ...]): one
+    layer's heads' outputs at a time, never all layers' at once."""
+
+    def __init__(self, means: torch.Tensor, idx: torch.Tensor):
+        self.means, self.idx = means, idx
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        return self.means[layer][self.idx]

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .ablation import SourceValues, ablation_sources
+from .ablation import SourceValues, ablation_sources, head_deltas
 from .data import Batch, Dataset
 from .errors import PeapError
 from .memory import auto_batch_size, chunk_bytes, is_out_of_memory
@@ -40,10 +40,6 @@ def frozen_parameters(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
 def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
               aggregation: str = "sum", metric="logit_diff", batch_size: int | str | None = "auto",
               reference: Dataset | None = None, progress=True) -> AttributionResult:
@@ -57,8 +53,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
         ablation: ``"counterfactual"`` (each example's corrupted prompt), ``"mean"`` (per span
             type over ``reference``, default ``ds``) or ``"zero"``.
         aggregation: within a span, ``"sum"`` (PEAP's Eq. 8), ``"mean"`` (sum over the number
-            of real edges: the span's length, or for a crossing edge its (query, key) pairs with
-            key <= query) or ``"max_abs"`` (the real edge of largest |score|, sign kept). Then
+            of real edges: the span's length, or for a crossing edge its (query, key) pairs that
+            attend: key <= query, and within the layer's sliding window if it has one) or ``"max_abs"`` (the real edge of largest |score|, sign kept). Then
             the mean over examples.
         metric: ``"logit_diff"``, ``"prob_diff"`` or a callable (see `peap_widget.metrics`).
         batch_size: examples per trace: ``"auto"`` (default) sizes it from the model's shape,
@@ -213,7 +209,7 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
     cfg, dh = ad.config, ad.d_head
     L, H, D = cfg.n_layers, cfg.n_heads, cfg.d_model
     B, T = batch.clean_ids.shape
-    cd = _compute_dtype(model.dtype)
+    cd = ad.compute_dtype()
     dev = batch.clean_ids.device
     if positional:
         M = batch.span_onehot(cd)                                           # [B, S, T]
@@ -224,8 +220,6 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
     itemsize = torch.finfo(cd).bits // 8
     chunk = max(1, chunk_bytes(dev) // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize))
     out: dict = {}
-    names = graph.forward_names
-    heads = lambda layer: names[graph.head_node(layer, 0): graph.head_node(layer, 0) + H]  # noqa: E731
     with nn.trace(batch.clean_ids, remote=model.remote):
         inp = ad.read_input(nn)
         inp.requires_grad_(True)
@@ -235,94 +229,127 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
         for layer in range(L):
             att = ad.read_attention(nn, layer)
             atts.append(att)
-            d_o = (src.o[layer].to(cd) - att.o.detach().to(cd)).reshape(B, T, H, dh)
             first = graph.head_node(layer, 0)
-            delta[:, :, first: first + H] = torch.einsum("bthd,hdD->bthD", d_o, W_O[layer])
+            delta[:, :, first: first + H] = head_deltas(ad, src, layer, att.o.detach().to(cd),
+                                                        W_O[layer])
             mlp = ad.read_mlp(nn, layer)
             mlps.append(mlp)
             delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - mlp.out.detach().to(cd)
         fin = ad.read_final(nn)
         values = metric_fn(last_token_logits(fin.logits, batch.lengths), batch.correct,
                            batch.incorrect)
-        g_o, g_qkv, g_mlp = [None] * L, [None] * L, [None] * L
+        g_o, g_mlp = [None] * L, [None] * L
         with values.sum().backward():
             g_fin = ad.read_final_grad(fin)
             for layer in reversed(range(L)):
                 g_mlp[layer] = ad.read_mlp_grad(mlps[layer])
-                g_o[layer], g_qkv[layer] = ad.read_attention_grads(atts[layer])
+                g_o[layer] = ad.read_attention_grad(atts[layer])
 
         # Everything below runs on saved values; only the aggregates leave the trace.
-        resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=cd, device=dev)
-
-        def edges_into(prefix: int, slot_grads) -> torch.Tensor:
-            """[S, prefix, K]: batch-summed scores of forward nodes [:prefix] into the K slots
-            whose own-input gradients ``slot_grads(chunk_slice)`` gives, chunk by chunk."""
-            total = None
-            for lo in range(0, B, chunk):
-                sl = slice(lo, lo + chunk)
-                G = slot_grads(sl)                                          # [b, T, K, D]
-                P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
-                part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
-                total = part if total is None else total + part
-            return total.reshape(S, prefix, -1)
-
-        resid[:, :, graph.logits_slot] = edges_into(
-            graph.n_forward,
-            lambda sl: ad.slot_grads_through_norm(nn, None, "final", fin.x[sl].to(cd),
-                                                  g_fin[sl].to(cd)[:, :, None]))[..., 0]
-        cross = torch.zeros(3, L, H, S, S, dtype=cd, device=dev) if positional else None
-        for layer in range(L):
-            att, mlp = atts[layer], mlps[layer]
-
-            def layer_slot_grads(sl, layer=layer, att=att, mlp=mlp):
-                G_qkv = ad.qkv_grads_to_norm_space(layer, g_qkv[layer][sl].to(cd)).flatten(2, 3)
-                G_att = ad.slot_grads_through_norm(nn, layer, "attn", att.x[sl].to(cd), G_qkv)
-                G_mlp = ad.slot_grads_through_norm(nn, layer, "mlp", mlp.x[sl].to(cd),
-                                                   g_mlp[layer][sl].to(cd)[:, :, None])
-                return torch.cat([G_att, G_mlp], dim=2)
-
-            # q/k/v slots and the MLP slot of a layer share one contraction over the longer
-            # upstream prefix; entries off the edge mask (this layer's heads -> its q/k/v) are
-            # dropped when the table is built.
-            first, prefix = graph.qkv_slot(layer, 0, 0), graph.mlp_upstream(layer)
-            resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = edges_into(prefix, layer_slot_grads)
-            if positional:
-                # In the compute dtype: the closed forms are written without cancellation
-                # (scores.leave_one_out), so saturated heads need no float64.
-                G = g_o[layer].to(cd).reshape(B, T, H, dh).transpose(1, 2)
-                P = crossing_values(G, att.q.to(cd), att.k.to(cd), att.v.to(cd),
-                                    src.q[layer].to(cd), src.k[layer].to(cd), src.v[layer].to(cd),
-                                    lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
-                                    ad.attention_mask(T, layer, dev))
-                agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation)
-                cross[:, layer] = agg.sum(0).reshape(3, H, S, S)
-        # Finiteness flags (on the device; `FiniteChecks` reads them one batch late).
-        clean_ok, source_ok = [("input", _finite(inp))], [("input", _finite(src.input))]
-        for layer in range(L):
-            clean_ok += [(heads(layer), _finite(atts[layer].o, H)),
-                         (f"m{layer}", _finite(mlps[layer].out))]
-            source_ok += [(heads(layer), _finite(src.o[layer], H)),
-                          (f"m{layer}", _finite(src.mlp[layer]))]
-        grads_ok = [("the logits' norm", _finite(g_fin))]
-        for layer in reversed(range(L)):
-            grads_ok += [(f"m{layer}", _finite(g_mlp[layer])), (heads(layer), _finite(g_o[layer], H)),
-                         ([f"{h} q/k/v" for h in heads(layer)],
-                          _finite(g_qkv[layer].transpose(2, 3), H))]
-        out["checks"] = (_labelled(clean_ok, "{} in the clean run")
-                         + _labelled(source_ok, "{} in the ablation source")
-                         + [(["the metric"], _finite(values))]
-                         + _labelled(grads_ok, "the gradient at {}")
-                         + [(["the residual edge scores"], _finite(resid))]
-                         + ([] if cross is None else [(["the crossing edge scores"], _finite(cross))]))
+        resid = _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M,
+                                 aggregation, chunk)
+        cross = _crossing_scores(model, atts, src, g_o, M, aggregation) if positional else None
+        out["checks"] = _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp,
+                                    resid, cross)
         out["resid"] = resid.to(torch.float64)
         out["cross"] = None if cross is None else cross.to(torch.float64)
         out["metric"] = values.detach()
     return out
 
 
+def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggregation,
+                     chunk) -> torch.Tensor:
+    """[S, Nf, Nb] batch-summed residual edge scores: the z* - z differences ``delta`` dotted
+    with each slot's own-input gradient, per position, aggregated per span."""
+    ad, nn, graph = model.adapter, model.nn, model.graph
+    H, dh, cd = ad.config.n_heads, ad.d_head, delta.dtype
+    B, T = delta.shape[:2]
+    S = M.shape[1]
+    resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=cd, device=delta.device)
+
+    def edges_into(prefix: int, slot_grads) -> torch.Tensor:
+        """[S, prefix, K]: batch-summed scores of forward nodes [:prefix] into the K slots
+        whose own-input gradients ``slot_grads(chunk_slice)`` gives, chunk by chunk."""
+        total = None
+        for lo in range(0, B, chunk):
+            sl = slice(lo, lo + chunk)
+            G = slot_grads(sl)                                              # [b, T, K, D]
+            P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
+            part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
+            total = part if total is None else total + part
+        return total.reshape(S, prefix, -1)
+
+    resid[:, :, graph.logits_slot] = edges_into(
+        graph.n_forward,
+        lambda sl: ad.slot_grads_through_norm(nn, None, "final", fin.x[sl].to(cd),
+                                              g_fin[sl].to(cd)[:, :, None]))[..., 0]
+    for layer in range(ad.config.n_layers):
+        att, mlp = atts[layer], mlps[layer]
+
+        def layer_slot_grads(sl, layer=layer, att=att, mlp=mlp):
+            g_heads = g_o[layer][sl].to(cd).reshape(-1, T, H, dh).transpose(1, 2)
+            G_att = ad.attention_slot_grads(nn, layer, att.x[sl].to(cd), g_heads)
+            G_mlp = ad.slot_grads_through_norm(nn, layer, "mlp", mlp.x[sl].to(cd),
+                                               g_mlp[layer][sl].to(cd)[:, :, None])
+            return torch.cat([G_att, G_mlp], dim=2)
+
+        # q/k/v slots and the MLP slot of a layer share one contraction over the longer
+        # upstream prefix; entries off the edge mask (this layer's heads -> its q/k/v) are
+        # dropped when the table is built.
+        first, prefix = graph.qkv_slot(layer, 0, 0), graph.mlp_upstream(layer)
+        resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = edges_into(prefix, layer_slot_grads)
+    return resid
+
+
+def _crossing_scores(model, atts, src, g_o, M, aggregation) -> torch.Tensor:
+    """[3, L, H, S, S] batch-summed crossing edge scores from the closed forms.
+
+    In the compute dtype: the closed forms are written without cancellation
+    (scores.leave_one_out), so saturated heads need no float64."""
+    ad = model.adapter
+    L, H, dh = ad.config.n_layers, ad.config.n_heads, ad.d_head
+    B, S, T = M.shape
+    cd, dev = M.dtype, M.device
+    cross = torch.zeros(3, L, H, S, S, dtype=cd, device=dev)
+    for layer in range(L):
+        att = atts[layer]
+        G = g_o[layer].to(cd).reshape(B, T, H, dh).transpose(1, 2)
+        P = crossing_values(G, att.q.to(cd), att.k.to(cd), att.v.to(cd),
+                            src.q[layer].to(cd), src.k[layer].to(cd), src.v[layer].to(cd),
+                            lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
+                            ad.attention_mask(T, layer, dev))
+        agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation,
+                              ad.attention_mask(T, layer, dev))
+        cross[:, layer] = agg.sum(0).reshape(3, H, S, S)
+    return cross
+
+
+def _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp, resid, cross) -> list:
+    """Finiteness flags (on the device; `FiniteChecks` reads them one batch late)."""
+    graph = model.graph
+    L, H = model.adapter.config.n_layers, model.adapter.config.n_heads
+    names = graph.forward_names
+    heads = lambda layer: names[graph.head_node(layer, 0): graph.head_node(layer, 0) + H]  # noqa: E731
+    clean_ok, source_ok = [("input", _finite(inp))], [("input", _finite(src.input))]
+    for layer in range(L):
+        clean_ok += [(heads(layer), _finite(atts[layer].o, H)),
+                     (f"m{layer}", _finite(mlps[layer].out))]
+        source_ok += [(heads(layer), _finite(src.o[layer], H)),
+                      (f"m{layer}", _finite(src.mlp[layer]))]
+    grads_ok = [("the logits' norm", _finite(g_fin))]
+    for layer in reversed(range(L)):
+        grads_ok += [(f"m{layer}", _finite(g_mlp[layer])), (heads(layer), _finite(g_o[layer], H))]
+    return (_labelled(clean_ok, "{} in the clean run")
+            + _labelled(source_ok, "{} in the ablation source")
+            + [(["the metric"], _finite(values))]
+            + _labelled(grads_ok, "the gradient at {}")
+            + [(["the residual edge scores"], _finite(resid))]
+            + ([] if cross is None else [(["the crossing edge scores"], _finite(cross))]))
+
+
 def _finite(x: torch.Tensor, heads: int | None = None) -> torch.Tensor:
     """[1] all-finite flag of ``x``; with ``heads``, [heads] flags of an x laid out
-    [B, T, heads * ...] (head outputs [B, T, H*dh], q/k/v gradients [B, T, H, 3, dh])."""
+    [B, T, heads * ...] (head outputs and their gradients [B, T, H*dh])."""
     x = x.detach()
     if heads is None:
         return torch.isfinite(x).all().reshape(1)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .ablation import SourceValues, ablation_sources
-from .attribution import _compute_dtype, frozen_parameters
+from .ablation import SourceValues, ablation_sources, head_deltas
+from .attribution import frozen_parameters
 from .circuit import Circuit
 from .data import Batch, Dataset
 from .errors import PeapError
@@ -111,7 +111,7 @@ class Evaluator:
             raise PeapError(f"the circuit's spans {sp.spans} do not match the dataset's schema "
                             f"{schema}")
         not_in = (~resid_in) & sp.graph.edge_mask[None]
-        cd = _compute_dtype(self.model.dtype)
+        cd = self.model.adapter.compute_dtype()
         dev = self.model.device
         cross = None if cross_in is None else torch.as_tensor(cross_in, device=dev)
         return torch.as_tensor(not_in, dtype=cd, device=dev), cross
@@ -180,7 +180,7 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
             W = pos_not_in[:, :, :U, first: first + 3 * H]                        # [B, T, U, 3H]
             slots = x[:, :, None] + torch.einsum("btuk,btud->btkd", W, delta[:, :, :U])
             normed = ad.norm(nn, layer, "attn")(slots.to(model.dtype)).to(cd).reshape(B, T, 3, H, D)
-            q, k, v = ad.qkv_from_normed(layer, normed)
+            q, k, v = ad.qkv_from_slots(nn, layer, normed)
             if cross_in is None:
                 Cq = Ck = Cv = None
             else:
@@ -193,8 +193,7 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
             o = o.transpose(1, 2).reshape(B, T, H * dh)
             ad.replace_attention(nn, layer, o.to(model.dtype))
             first = graph.head_node(layer, 0)
-            d_o = (src.o[layer].to(cd) - o).reshape(B, T, H, dh)
-            delta[:, :, first: first + H] = torch.einsum("bthd,hdD->bthD", d_o, W_O[layer])
+            delta[:, :, first: first + H] = head_deltas(ad, src, layer, o, W_O[layer])
             xm = ad.read_residual(nn, layer, "mlp").to(cd)
             Um = graph.mlp_upstream(layer)
             Wm = pos_not_in[:, :, :Um, graph.mlp_slot(layer)]

@@ -61,7 +61,7 @@ def ov_promotions(model, ds=None, k: int = 5, token_ids=None) -> dict:
     for layer in range(ad.config.n_layers):
         normed = ad.norm(hf, layer, "attn")(emb)
         per_slot = normed[None, :, None, None, :].expand(1, -1, 3, ad.config.n_heads, -1)
-        v = ad.qkv_from_normed(layer, per_slot)[2][0]                     # [H, n, dh]
+        v = ad.qkv_from_slots(hf, layer, per_slot)[2][0]                  # [H, n, dh]
         w_o = ad.W_O(layer).to(v.dtype)                                   # [H, dh, D]
         logits = torch.einsum("hnd,hdD,mD->hnm", v, w_o, unemb.to(v.dtype)).float()
         logits = logits - logits.mean(-1, keepdim=True)                   # centre per input

@@ -31,27 +31,33 @@ def aggregate_positions(P: torch.Tensor, M: torch.Tensor, how: str) -> torch.Ten
     return out
 
 
-def pair_counts(M: torch.Tensor) -> torch.Tensor:
-    """[B, S_query, S_key]: how many (t, t') with t in s_q, t' in s_k, t' <= t."""
+def pair_counts(M: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, S_query, S_key]: how many (t, t') with t in s_q, t' in s_k that attend: ``allowed``
+    [T, T] (the model's mask), by default t' <= t."""
     T = M.shape[-1]
-    causal = torch.ones(T, T, dtype=M.dtype, device=M.device).tril()
-    return M @ causal @ M.transpose(1, 2)
+    if allowed is None:
+        allowed = torch.ones(T, T, dtype=torch.bool, device=M.device).tril()
+    return M @ allowed.to(M.dtype) @ M.transpose(1, 2)
 
 
-def aggregate_pairs(P: torch.Tensor, M: torch.Tensor, how: str) -> torch.Tensor:
+def aggregate_pairs(P: torch.Tensor, M: torch.Tensor, how: str,
+                    allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Per-(query, key) values [B, H, T, T] -> per-(query span, key span) [B, H, S, S].
 
-    Entries with key after query must already be 0 in ``P`` for sum/mean; max_abs masks them."""
+    ``allowed`` [T, T]: the pairs that are real edges (the model's mask; default causal).
+    Entries outside it must already be 0 in ``P`` for sum/mean; max_abs masks them; mean
+    divides by the number of allowed pairs."""
+    T = P.shape[-1]
+    if allowed is None:
+        allowed = torch.ones(T, T, dtype=torch.bool, device=P.device).tril()
     if how == "max_abs":
-        T = P.shape[-1]
-        causal = torch.ones(T, T, dtype=torch.bool, device=P.device).tril()
         Mb = M.bool()
-        keep = (Mb[:, :, None, :, None] & Mb[:, None, :, None, :]) & causal  # [B, Sq, Sk, T, T]
-        x = P[:, :, None, None]                                              # [B, H, 1, 1, T, T]
+        keep = (Mb[:, :, None, :, None] & Mb[:, None, :, None, :]) & allowed  # [B, Sq, Sk, T, T]
+        x = P[:, :, None, None]                                               # [B, H, 1, 1, T, T]
         return signed_max_abs(x.flatten(-2), keep[:, None].flatten(-2), dim=-1)
     out = M[:, None] @ P @ M.transpose(1, 2)[:, None]
     if how == "mean":
-        out = out / pair_counts(M)[:, None].clamp_min(1)
+        out = out / pair_counts(M, allowed)[:, None].clamp_min(1)
     return out
 
 

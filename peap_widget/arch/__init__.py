@@ -1,28 +1,46 @@
-"""Architecture adapters: one per model family, chosen by the HF model's class name."""
+"""Architecture adapters: one shared `Adapter` over a `Family` declaration per model family,
+chosen by the HF config's ``model_type`` (so checkpoints of a family under other class names
+load too).
+
+Example:
+    >>> supported_families()["llama"]
+    ('llama',)
+"""
 
 from __future__ import annotations
 
 from ..errors import UnsupportedArchitectureError
 from .base import Adapter, AttentionRead, FinalRead, MlpRead
-from .gpt2 import GPT2Adapter
+from .families import FAMILIES
+from .family import Family
 
-ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter,)
+
+def supported_families() -> dict[str, tuple[str, ...]]:
+    """{family name: the HF ``model_type`` values it serves}."""
+    return {f.name: f.model_types for f in FAMILIES}
 
 
 def supported_architectures() -> list[str]:
-    return [name for a in ADAPTERS for name in a.hf_classes]
+    """The supported ``model_type`` values."""
+    return [t for f in FAMILIES for t in f.model_types]
+
+
+def family_for(hf_model) -> Family:
+    model_type = getattr(getattr(hf_model, "config", None), "model_type", None)
+    for f in FAMILIES:
+        if model_type in f.model_types:
+            return f
+    known = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES)
+    raise UnsupportedArchitectureError(
+        f"no adapter for {type(hf_model).__name__} (model_type {model_type!r}); supported "
+        f"families (model_type): {known}")
 
 
 def adapter_for(hf_model) -> Adapter:
-    """The adapter for ``hf_model``; raises `UnsupportedArchitectureError` naming it and the
-    supported ones."""
-    name = type(hf_model).__name__
-    for a in ADAPTERS:
-        if name in a.hf_classes:
-            return a(hf_model)
-    raise UnsupportedArchitectureError(
-        f"no adapter for architecture {name!r}; supported: {', '.join(supported_architectures())}")
+    """The adapter for ``hf_model``; raises `UnsupportedArchitectureError` naming its type and
+    the supported families."""
+    return Adapter(hf_model, family_for(hf_model))
 
 
-__all__ = ["Adapter", "AttentionRead", "FinalRead", "MlpRead", "GPT2Adapter", "adapter_for",
-           "supported_architectures"]
+__all__ = ["Adapter", "AttentionRead", "FinalRead", "Family", "MlpRead", "adapter_for",
+           "family_for", "supported_architectures", "supported_families"]

@@ -68,10 +68,19 @@ SPECS = {
     "toy-ioi": {"task": "ioi", "n_layer": 4, "n_head": 4, "n_embd": 64, "n_positions": 64,
                 "steps": 6000, "batch_size": 64, "lr": 1e-3, "warmup": 200, "weight_decay": 0.01,
                 "pool": 120_000, "name_norm": 5.0, "name_vectors": "resample", "n_eval": 1000},
+    # the same task, data, splits, name vectors and evaluation as toy-ioi, in a Llama model
+    "toy-ioi-llama": {"arch": "llama", "task": "ioi", "n_layer": 4, "n_head": 4, "n_kv_head": 2,
+                      "n_embd": 64, "n_inner": 172, "n_positions": 64, "steps": 6000, "batch_size": 64,
+                      "lr": 1e-3, "warmup": 200, "weight_decay": 0.01, "pool": 120_000,
+                      "name_norm": 5.0, "name_vectors": "resample", "n_eval": 1000},
     "toy-greater-than": {"task": "greater-than", "n_layer": 2, "n_head": 4, "n_embd": 128,
                          "n_positions": 64, "steps": 2000, "batch_size": 64, "lr": 1e-3,
                          "warmup": 100, "weight_decay": 0.01, "pool": 60_000, "n_eval": 1000},
 }
+
+
+#: what the README of a model adds at its end (how its hyperparameters were found)
+README_NOTES = {}
 
 
 # --- splits and vocabularies -----------------------------------------------------------------
@@ -213,9 +222,25 @@ def gt_train_data(tok, spec, seed):
 # --- model ------------------------------------------------------------------------------------
 
 def build_model(tok, spec, seed):
+    """A fresh model of the spec's architecture (``spec["arch"]``, default ``"gpt2"``)."""
+    torch.manual_seed(seed)
+    if spec.get("arch", "gpt2") == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        # grouped-query attention (n_kv_head < n_head), rotary positions (no position
+        # embedding), RMSNorm, SwiGLU MLP of width n_inner, no biases, tied embeddings
+        cfg = LlamaConfig(
+            vocab_size=len(tok), hidden_size=spec["n_embd"], intermediate_size=spec["n_inner"],
+            num_hidden_layers=spec["n_layer"], num_attention_heads=spec["n_head"],
+            num_key_value_heads=spec["n_kv_head"], head_dim=spec["n_embd"] // spec["n_head"],
+            max_position_embeddings=spec["n_positions"], rms_norm_eps=1e-5,
+            attention_bias=False, mlp_bias=False, attention_dropout=0.0,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+        )
+        return LlamaForCausalLM(cfg)
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(seed)
     cfg = GPT2Config(
         vocab_size=len(tok), n_positions=spec["n_positions"], n_embd=spec["n_embd"],
         n_layer=spec["n_layer"], n_head=spec["n_head"], resid_pdrop=0.0, embd_pdrop=0.0,
@@ -229,7 +254,7 @@ def answer_logits(model, ids, lengths):
     """Logits at each prompt's last token: [N, vocab] (right padding: the mask changes nothing
     for real tokens under causal attention, but keeps transformers from warning)."""
     mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
-    h = model.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+    h = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # GPT-2: .transformer
     return model.lm_head(h[torch.arange(len(ids)), lengths - 1])
 
 
@@ -259,7 +284,8 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
     ids, lengths, target = (ioi_train_data if task == "ioi" else gt_train_data)(tok, spec, seed)
     data_s = time.time() - t0
     model = build_model(tok, spec, seed)
-    wte = model.transformer.wte.weight
+    wte = model.get_input_embeddings().weight  # GPT-2: transformer.wte, Llama: model.embed_tokens
+    assert wte is model.get_output_embeddings().weight  # tied: the name rows are also the unembedding
 
     frozen = None
     if task == "ioi":
@@ -279,8 +305,11 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
         mask[frozen] = 0.0
         wte.register_hook(lambda g: g * mask)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n and "wpe" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "wte" not in n and "wpe" not in n)]
+    def decays(n, p):  # matrices, not embeddings (nor biases, LayerNorm / RMSNorm weights)
+        return p.dim() >= 2 and not any(e in n for e in ("wte", "wpe", "embed_tokens"))
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    other = [p for n, p in model.named_parameters() if not decays(n, p)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec["weight_decay"]},
                              {"params": other, "weight_decay": 0.0}], lr=spec["lr"], betas=(0.9, 0.98))
 
@@ -343,9 +372,7 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
         "command": f"python -m peap_widget.models.train {name} --steps {spec['steps']} --seed {seed}"
                    + "".join(f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items()),
         "hyperparameters": spec,
-        "config": {k: getattr(model.config, k) for k in
-                   ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
-                    "activation_function", "tie_word_embeddings")},
+        "config": {k: getattr(model.config, k) for k in CONFIG_KEYS[spec.get("arch", "gpt2")]},
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "wall_time_s": {"data": round(data_s, 1), "train": round(train_s, 1),
                         "eval": round(eval_s, 1), "total": round(time.time() - t0, 1)},
@@ -369,6 +396,17 @@ def train(name: str, out: Path, steps: int | None = None, seed: int = 0, threads
     print(f"saved {out} ({size / 1e6:.2f} MB) in {log['wall_time_s']['total']:.0f}s")
     print(json.dumps(figures, indent=1))
     return log
+
+
+#: the config entries that go into training_log.json, per architecture
+CONFIG_KEYS = {
+    "gpt2": ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
+             "activation_function", "tie_word_embeddings"),
+    "llama": ("vocab_size", "max_position_embeddings", "hidden_size", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+              "hidden_act", "rms_norm_eps", "rope_parameters", "attention_bias", "mlp_bias",
+              "tie_word_embeddings"),
+}
 
 
 def _portable_tokenizer_config(out: Path) -> None:
@@ -479,9 +517,18 @@ def evaluate_gt(model, tok, n) -> dict:
 
 def readme(log: dict) -> str:
     c, e, h = log["config"], log["eval"], log["hyperparameters"]
-    arch = (f"`GPT2LMHeadModel`, {c['n_layer']} layers, {c['n_head']} heads, d_model {c['n_embd']}, "
-            f"MLP {4 * c['n_embd']}, n_positions {c['n_positions']}, vocabulary {c['vocab_size']} words "
-            f"(tied embeddings), {log['n_parameters']:,} parameters; no dropout")
+    if h.get("arch", "gpt2") == "llama":
+        arch = (f"`LlamaForCausalLM`, {c['num_hidden_layers']} layers, {c['num_attention_heads']} query heads "
+                f"and {c['num_key_value_heads']} key/value heads (grouped-query attention, head_dim "
+                f"{c['head_dim']}), d_model {c['hidden_size']}, SwiGLU MLP {c['intermediate_size']}, RMSNorm, "
+                f"rotary position embeddings (theta {c['rope_parameters']['rope_theta']:g}; no learned position "
+                f"embedding), no biases, max_position_embeddings {c['max_position_embeddings']}, "
+                f"vocabulary {c['vocab_size']} words (tied embeddings), {log['n_parameters']:,} parameters; "
+                "no dropout")
+    else:
+        arch = (f"`GPT2LMHeadModel`, {c['n_layer']} layers, {c['n_head']} heads, d_model {c['n_embd']}, "
+                f"MLP {4 * c['n_embd']}, n_positions {c['n_positions']}, vocabulary {c['vocab_size']} words "
+                f"(tied embeddings), {log['n_parameters']:,} parameters; no dropout")
     common = (f"Trained with `{log['command']}` ({log['steps']} steps of {log['batch_size']} prompts, "
               f"AdamW lr {h['lr']} with warmup and cosine decay, {log['threads']} CPU threads, "
               f"{log['wall_time_s']['total']:.0f} s in all); final train loss "
@@ -500,7 +547,7 @@ def readme(log: dict) -> str:
             f"| {k} | {v['n']} | {v['accuracy']:.3f} | {v['accuracy_argmax_names']:.3f} | "
             f"{v['mean_logit_diff']:.2f} | {v['counterfactual']['mean_logit_diff_clean_answers']:.2f} |"
             for k, v in e.items())
-        return f"""# toy-ioi
+        return f"""# {log['model']}
 
 A toy model for indirect object identification, made by `peap_widget/models/train.py`.
 {arch}.
@@ -529,7 +576,7 @@ answers on the counterfactual ABC prompts, where no name repeats):
 {rows}
 
 `heldout_names`: IO, S and the counterfactual names drawn from the 12 held-out names, all templates.
-"""
+""" + README_NOTES.get(log["model"], "")
     rows = "\n".join(
         f"| {k} | {v['n']} | {v['mean_prob_diff']:.3f} | {v['frac_prob_diff_positive']:.3f} | "
         f"{v['accuracy_top_year_above']:.3f} | {v['counterfactual']['mean_prob_diff_clean_YY']:.3f} | "
