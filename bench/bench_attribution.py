@@ -1,7 +1,8 @@
 """PEAP / EAP cost relative to a bare forward + forward + backward, measured in one run.
 
-A GPT-2-small-shaped model (12 layers, 12 heads, d=768, vocab 50,257, random weights) on
-IOI-length prompts (16-24 tokens, 6 spans) with counterfactuals, one batch. For each mode a fresh
+A GPT-2-small-shaped model (12 layers, 12 heads, d=768, vocab 50,257, random weights; with
+``--arch llama`` a Llama-architecture model of the same size: 12 query / 4 key-value heads, RoPE,
+RMSNorm, SwiGLU with width 2048, untied unembedding) on IOI-length prompts (16-24 tokens, 6 spans) with counterfactuals, one batch. For each mode a fresh
 subprocess loads the model, warms up once, times ``--reps`` runs (median) and reports its peak
 resident memory, so the memory figures don't mix:
 
@@ -11,8 +12,9 @@ resident memory, so the memory figures don't mix:
     peap      pw.attribute(method="peap") on the same batch
     eap       pw.attribute(method="eap")  on the same batch
 
-Usage: python bench/bench_attribution.py [--batch 32] [--reps 3] [--device cpu|cuda] [--dtype float32]
-Prints a table and writes bench/out/attribution.json. Not a test: the ratios are what to read.
+Usage: python bench/bench_attribution.py [--arch gpt2|llama] [--batch 32] [--reps 3]
+                                         [--device cpu|cuda] [--dtype float32]
+Prints a table and writes bench/out/attribution.json (attribution-llama.json for Llama). Not a test: the ratios are what to read.
 """
 
 from __future__ import annotations
@@ -40,8 +42,17 @@ def build(args):
 
     torch.manual_seed(0)
     tok = word_level_tokenizer(f"w{i}" for i in range(N_WORDS))
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=768, n_layer=12, n_head=12)
-    hf = GPT2LMHeadModel(cfg).eval().to(getattr(torch, args.dtype)).to(args.device)
+    if args.arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=2048,
+                          num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
+                          max_position_embeddings=128, tie_word_embeddings=False)
+        hf = LlamaForCausalLM(cfg)
+    else:
+        cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=768, n_layer=12, n_head=12)
+        hf = GPT2LMHeadModel(cfg)
+    hf = hf.eval().to(getattr(torch, args.dtype)).to(args.device)
     model = pw.load_model(hf, tokenizer=tok)
     g = torch.Generator().manual_seed(1)
     records = []
@@ -67,7 +78,7 @@ def baseline_step(model, ds):
     hf = model.hf
     with torch.no_grad():
         hf(batch.corrupted_ids)
-    emb = hf.transformer.wte(batch.clean_ids).detach().requires_grad_(True)
+    emb = hf.get_input_embeddings()(batch.clean_ids).detach().requires_grad_(True)
     logits = hf(inputs_embeds=emb).logits
     m = logit_diff(last_token_logits(logits, batch.lengths), batch.correct, batch.incorrect)
     m.sum().backward()
@@ -110,6 +121,7 @@ def run_mode(args) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="gpt2", choices=("gpt2", "llama"))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--device", default="cpu")
@@ -123,7 +135,7 @@ def main():
 
     results = {}
     for mode in ("baseline", "peap", "eap"):
-        cmd = [sys.executable, __file__, "--mode", mode, "--batch", str(args.batch),
+        cmd = [sys.executable, __file__, "--mode", mode, "--arch", args.arch, "--batch", str(args.batch),
                "--reps", str(args.reps), "--device", args.device, "--dtype", args.dtype]
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results[mode] = json.loads(line)
@@ -131,21 +143,22 @@ def main():
               f"{results[mode]['peak_rss_mib']:.0f} MiB", flush=True)
     base = results["baseline"]["median_s"]
     summary = {
-        "device": args.device, "dtype": args.dtype, "batch": args.batch,
+        "arch": args.arch, "device": args.device, "dtype": args.dtype, "batch": args.batch,
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "peap_ratio": results["peap"]["median_s"] / base,
         "eap_ratio": results["eap"]["median_s"] / base,
         "results": results,
     }
     print(f"PEAP / bare fwd+fwd+bwd = {summary['peap_ratio']:.2f}x   "
-          f"EAP / bare = {summary['eap_ratio']:.2f}x   (batch {args.batch}, {args.device}, {args.dtype})")
+          f"EAP / bare = {summary['eap_ratio']:.2f}x   ({args.arch}, batch {args.batch}, "
+          f"{args.device}, {args.dtype})")
     for mode in ("peap", "eap"):
         extra = results[mode]["peak_rss_mib"] - results["baseline"]["peak_rss_mib"]
         print(f"{mode.upper()} peak RSS {results[mode]['peak_rss_mib']:.0f} MiB "
               f"({extra:+.0f} MiB over the baseline process)"
               + (f", peak CUDA {results[mode]['peak_cuda_mib']:.0f} MiB vs "
                  f"{results['baseline']['peak_cuda_mib']:.0f}" if "peak_cuda_mib" in results[mode] else ""))
-    write_report("attribution", summary)
+    write_report("attribution" if args.arch == "gpt2" else f"attribution-{args.arch}", summary)
 
 
 if __name__ == "__main__":

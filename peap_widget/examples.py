@@ -29,8 +29,9 @@ def tiny_gpt2(n_layer=2, n_head=4, d_model=16, dtype=torch.float64, seed=0, **co
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
+    config.setdefault("vocab_size", len(tok))
     cfg = GPT2Config(
-        vocab_size=len(tok), n_positions=64, n_embd=d_model, n_layer=n_layer, n_head=n_head,
+        n_positions=64, n_embd=d_model, n_layer=n_layer, n_head=n_head,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         **config,
     )
@@ -123,12 +124,13 @@ TINY_FAMILIES = ("gpt2", "llama", "llama3", "mistral", "qwen2", "qwen3", "gpt_ne
 
 def tiny_model(family: str = "llama", n_layers: int = 2, n_heads: int = 4, n_kv_heads: int = 2,
                d_model: int = 16, dtype=torch.float64, seed: int = 0, scale: float = 4.0,
-               **config):
+               tokenizer=None, **config):
     """A randomly initialised tiny causal LM of ``family`` (see `TINY_FAMILIES`) over the tiny
     vocabulary, in eval mode: the real transformers class, with what makes the family itself
     switched on (grouped-query attention, rotary, sliding windows shorter than the prompts,
     biases, per-head q/k norms, partial rotary, post-norms and soft-capping). Weights are
     ``scale`` x the HF init, and biases and norm weights are random too, so every path matters.
+    ``tokenizer``: another vocabulary (default: the tiny one of `tiny_records`).
 
     Example:
         >>> hf, tok = tiny_model("llama")
@@ -139,10 +141,11 @@ def tiny_model(family: str = "llama", n_layers: int = 2, n_heads: int = 4, n_kv_
 
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown family {family!r}; use one of {TINY_FAMILIES}")
+    tok = tokenizer or tiny_tokenizer()
     if family == "gpt2":
-        return tiny_gpt2(n_layer=n_layers, n_head=n_heads, d_model=d_model, dtype=dtype,
-                         seed=seed, **config)
-    tok = tiny_tokenizer()
+        hf, _ = tiny_gpt2(n_layer=n_layers, n_head=n_heads, d_model=d_model, dtype=dtype,
+                          seed=seed, vocab_size=len(tok), **config)
+        return hf, tok
     common = dict(vocab_size=len(tok), hidden_size=d_model, num_hidden_layers=n_layers,
                   num_attention_heads=n_heads, intermediate_size=d_model * 3 // 2,
                   max_position_embeddings=64, bos_token_id=tok.bos_token_id,

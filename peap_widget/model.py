@@ -54,6 +54,29 @@ def _resolve_dtype(dtype):
     raise PeapError(f"unknown dtype {dtype!r}; use a torch.dtype or one of {sorted(_DTYPES)}")
 
 
+_GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _declared_tokenizer(name: str):
+    """A local directory whose tokenizer_config.json declares the generic tokenizers backend
+    gets exactly that: AutoTokenizer otherwise maps some model types (qwen2...) to their own
+    tokenizer class whatever the checkpoint declares, which would encode every prompt wrong."""
+    import json
+
+    config = Path(name) / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    try:
+        declared = json.loads(config.read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return None
+    if declared not in _GENERIC_TOKENIZERS:
+        return None
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(name)
+
+
 def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None, remote: bool = False) -> Model:
     """Load a causal LM for attribution.
 
@@ -94,7 +117,7 @@ def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None, remote
         kwargs = {} if dtype is None else {"dtype": dtype}
         hf = AutoModelForCausalLM.from_pretrained(name, **kwargs)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            tokenizer = _declared_tokenizer(name) or AutoTokenizer.from_pretrained(name)
     else:
         hf = name_or_hf_model
         name = getattr(getattr(hf, "config", None), "_name_or_path", "") or type(hf).__name__

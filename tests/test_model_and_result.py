@@ -53,13 +53,12 @@ def test_load_model_checks_arguments(saved_dir):
 
 
 def test_unsupported_architecture_names_it_and_supported_ones():
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM
 
-    hf = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=32))
+    hf = BloomForCausalLM(BloomConfig(vocab_size=32, hidden_size=16, n_layer=1, n_head=2))
     with pytest.raises(UnsupportedArchitectureError) as info:
         pw.load_model(hf, tokenizer=object())
-    assert "GPTNeoXForCausalLM" in str(info.value) and "GPT2LMHeadModel" in str(info.value)
+    assert "BloomForCausalLM" in str(info.value) and "gpt2" in str(info.value)
 
 
 def test_graph_sizes_match_eap_ig_counts():
