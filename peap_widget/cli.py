@@ -1,6 +1,6 @@
 """The ``peap`` command line (also ``python -m peap_widget``).
 
-    peap demo [--out DIR]                       toy-ioi, PEAP and EAP side by side
+    peap demo [--model toy-ioi-llama] [--out DIR]  a shipped IOI model, PEAP and EAP side by side
     peap discover --model M --task T --out DIR  the main job on any model and task
     peap models | peap tasks                    what ships with the package
 """
@@ -68,15 +68,18 @@ def _print_summary(summary: dict, methods, out) -> None:
           f"summary.json ({summary['seconds']:.1f} s)")
 
 
+DEMO_MODELS = ("toy-ioi", "toy-ioi-llama")
+
+
 def _demo(args) -> int:
     import peap_widget as pw
     from peap_widget.discover import DEFAULT_SIZES, run_discovery
 
-    model = pw.models.load("toy-ioi")
+    model = pw.models.load(args.model)
     task = pw.tasks.get("ioi", n=2 * args.n, order="both", seed=12345)
     summary = run_discovery(model, task, args.out, methods=("peap", "eap"), sizes=DEFAULT_SIZES,
                             n_discovery=args.n, progress=not args.quiet,
-                            title="peap demo: toy-ioi, PEAP vs EAP")
+                            title=f"peap demo: {args.model}, PEAP vs EAP")
     _print_summary(summary, ["peap", "eap"], args.out)
     return 0
 
@@ -88,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"peap_widget {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the whole job on the shipped toy-ioi model, PEAP vs EAP")
+    demo = sub.add_parser("demo", help="the whole job on a shipped IOI model, PEAP vs EAP")
+    demo.add_argument("--model", default="toy-ioi", choices=DEMO_MODELS,
+                      help="toy-ioi (GPT-2 architecture, default) or toy-ioi-llama (Llama: GQA, RoPE)")
     demo.add_argument("--out", default="peap_demo", help="output folder (default ./peap_demo)")
     demo.add_argument("--n", type=int, default=200, help="discovery examples (as many for evaluation)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
