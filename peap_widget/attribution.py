@@ -281,7 +281,7 @@ def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggreg
 
     resid[:, :, graph.logits_slot] = edges_into(
         graph.n_forward,
-        lambda sl: ad.slot_grads_through_norm(nn, None, "final", fin.x[sl].to(cd),
+        lambda sl: ad.norm_backward(nn, None, "final", fin.x[sl].to(cd),
                                               g_fin[sl].to(cd)[:, :, None]))[..., 0]
     for layer in range(ad.config.n_layers):
         att, mlp = atts[layer], mlps[layer]
@@ -289,7 +289,7 @@ def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggreg
         def layer_slot_grads(sl, layer=layer, att=att, mlp=mlp):
             g_heads = g_o[layer][sl].to(cd).reshape(-1, T, H, dh).transpose(1, 2)
             G_att = ad.attention_slot_grads(nn, layer, att.x[sl].to(cd), g_heads)
-            G_mlp = ad.slot_grads_through_norm(nn, layer, "mlp", mlp.x[sl].to(cd),
+            G_mlp = ad.norm_backward(nn, layer, "mlp", mlp.x[sl].to(cd),
                                                g_mlp[layer][sl].to(cd)[:, :, None])
             return torch.cat([G_att, G_mlp], dim=2)
 

@@ -156,3 +156,42 @@ def test_head_cards_for_every_family(fam):
     if getattr(hf.config, "num_key_value_heads", H) < H:
         a0, a1 = (np.asarray(cards[f"a0.h{h}"]["attends"]) for h in (0, 1))
         assert np.abs(a0 - a1).max() > 1e-3
+
+
+@pytest.mark.parametrize("fam", TINY_FAMILIES)
+def test_closed_form_norm_backward_matches_the_models_own_norm(fam):
+    """The norm's backward in closed form (LayerNorm / RMSNorm, Gemma's 1 + w) equals autograd
+    through the model's own norm modules, for many slots at once."""
+    hf, tok = tiny_model(fam)
+    ad = pw.load_model(hf, tokenizer=tok).adapter
+    assert ad.closed_form_norms
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, ad.config.d_model, generator=g, dtype=torch.float64) * 3
+    cot = torch.randn(2, 5, 7, ad.config.d_model, generator=g, dtype=torch.float64)
+    # HF's RMSNorm computes in float32 even in float64 models: compare at that precision there
+    tol = 1e-12 if ad.decl.norm_kind == "layer" else 1e-6
+    for layer, which in ((0, "attn"), (1, "mlp"), (None, "final")):
+        got = ad.norm_backward(hf, layer, which, x, cot)
+        want = ad._norm_backward_autograd(hf, layer, which, x, cot)
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+def test_a_norm_that_is_not_the_familys_falls_back_to_autograd():
+    """A checkpoint whose norm differs from its family's (here a LayerNorm in a Llama) is not
+    given the RMSNorm closed form: its gradients go through the module, and scores stay right
+    (the same as with the closed form switched off by hand)."""
+    hf, tok = tiny_model("llama")
+    hf.model.norm = torch.nn.LayerNorm(hf.config.hidden_size).to(torch.float64)
+    model = pw.load_model(hf, tokenizer=tok)
+    assert not model.adapter.closed_form_norms
+    ds = pw.Dataset.from_records(tiny_records(), model)
+    got = pw.attribute(model, ds, batch_size=5, progress=False).edges.score.to_numpy()
+    hf2, _ = tiny_model("llama")
+    hf2.model.norm = torch.nn.LayerNorm(hf2.config.hidden_size).to(torch.float64)
+    model2 = pw.load_model(hf2, tokenizer=tok)
+    model2.adapter.closed_form_norms = True          # the wrong closed form: must differ
+    wrong = pw.attribute(model2, ds, batch_size=5, progress=False).edges.score.to_numpy()
+    model2.adapter.closed_form_norms = False
+    right = pw.attribute(model2, ds, batch_size=5, progress=False).edges.score.to_numpy()
+    np.testing.assert_allclose(got, right, rtol=0, atol=1e-12)
+    assert np.abs(wrong - right).max() > 1e-3 * np.abs(right).max()

@@ -12,13 +12,14 @@ forward order for values and in reverse order for gradients:
     with metric.backward():
         adapter.read_final_grad(fin); for layer reversed: read_mlp_grad, read_attention_grad
 
-and, after the backward pass, maps gradients to each slot's **own** input through the model's
-own modules: `slot_grads_through_norm` for the MLP and logits slots, `attention_slot_grads` for
-every query head's q/k/v slots (each slot a separate copy of the residual through the norm, the
-head's own rows of the projections, any per-head q/k norm and the rotary embedding, then the
-attention recomputed per query head). The attention's inner backward is thus ours, per query
-head, whatever attention implementation (eager, sdpa) the model runs, and under grouped-query
-attention each query head's k/v slot gets its own gradient.
+and, after the backward pass, maps gradients to each slot's **own** input: `norm_backward` for
+the MLP and logits slots, `attention_slot_grads` for every query head's q/k/v slots (the head's
+own rows of the projections, any per-head q/k norm and the model's rotary module, the attention
+recomputed per query head, then the rows and the norm back per slot). The attention's inner
+backward is thus ours, per query head, whatever attention implementation (eager, sdpa) the model
+runs, and under grouped-query attention each query head's k/v slot gets its own gradient. The
+norm's backward is in closed form for LayerNorm and RMSNorm, once checked against the model's
+own norm modules at load time; a norm that does not match goes through the module by autograd.
 
 Shapes: B batch, T positions, D d_model, H query heads, H_kv key/value heads, dh head size.
 q/k/v are ``[B, H, T, dh]`` per *query* head (a KV group's k/v repeated), after any rotary
@@ -113,6 +114,7 @@ class Adapter:
                 "a norm after the attention with a bias on its output projection: the heads' "
                 "outputs would not sum to the sublayer's (DESIGN.md section 3); not supported")
         self._rotary_cache: dict = {}
+        self.closed_form_norms = self._closed_form_norms_match()
 
     def _check_modules(self) -> None:
         f, hf = self.decl, self.hf
@@ -235,7 +237,7 @@ class Adapter:
         dt = torch.promote_types(r.dtype, torch.float32)
         x = r.to(dt)
         inv = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
-        return (inv * (self.decl.post_norm_offset + norm.weight.detach().to(dt))).to(r.dtype)
+        return (inv * (self.decl.norm_offset + norm.weight.detach().to(dt))).to(r.dtype)
 
     # --- q/k/v ---------------------------------------------------------------------------------
 
@@ -362,11 +364,72 @@ class Adapter:
 
     # --- slot gradients through the model's own modules (after the backward pass) ----------------
 
-    def slot_grads_through_norm(self, nn, layer, which, x, cotangents):
+    def _norm_params(self, layer: int | None, which: str, dtype):
+        """(weight or None, bias or None, eps) of the norm in front of ``which``, as used."""
+        m = self.norm(self.hf, layer, which)
+        w, b = getattr(m, "weight", None), getattr(m, "bias", None)
+        eps = next(getattr(m, n) for n in ("eps", "variance_epsilon") if hasattr(m, n))
+        w = None if w is None else w.detach().to(dtype) + self.decl.norm_offset
+        return w, None if b is None else b.detach().to(dtype), float(eps)
+
+    def _norm_forward(self, layer, which, x: torch.Tensor) -> torch.Tensor:
+        """The family's norm written out (only to check it against the module at load time)."""
+        w, b, eps = self._norm_params(layer, which, x.dtype)
+        if self.decl.norm_kind == "layer":
+            y = (x - x.mean(-1, keepdim=True)) * torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
+        else:
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        y = y if w is None else y * w
+        return y if b is None else y + b
+
+    def _closed_form_norms_match(self) -> bool:
+        """Whether the family's closed-form norm backward applies to this model: its written-out
+        norm must reproduce the model's own norm modules (else the autograd path is used)."""
+        D = self.config.d_model
+        try:
+            x = torch.randn(3, D, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64).to(self.model_dtype).float()
+            for layer, which in ((0, "attn"), (0, "mlp"), (None, "final")):
+                module = self.norm(self.hf, layer, which)
+                x_dev = x.to(next(module.parameters()).device)
+                got = module(x_dev.to(self.model_dtype)).float()
+                want = self._norm_forward(layer, which, x_dev)
+                tol = 1e-5 if self.model_dtype in (torch.float32, torch.float64) else 3e-2
+                if not torch.allclose(got, want, rtol=tol, atol=tol * want.abs().max().item()):
+                    return False
+        except (StopIteration, TypeError, RuntimeError, AttributeError):
+            return False
+        return True
+
+    def norm_backward(self, nn, layer: int | None, which: str, x: torch.Tensor,
+                      cotangents: torch.Tensor) -> torch.Tensor:
         """Gradient w.r.t. each slot's own copy of the residual ``x`` [B, T, D], given the
         gradients at the norm's output for each slot, ``cotangents`` [B, T, K, D] -> [B, T, K, D].
 
-        Runs the model's own norm module (ad hoc through nnsight) on K copies of ``x``."""
+        In closed form for LayerNorm and RMSNorm (checked against the model's own modules when
+        it loads); otherwise through the model's own norm module (ad hoc through nnsight) run
+        on K copies of ``x``."""
+        if not self.closed_form_norms:
+            return self._norm_backward_autograd(nn, layer, which, x, cotangents)
+        cd = cotangents.dtype
+        x = x.detach().to(cd)
+        w, _, eps = self._norm_params(layer, which, cd)
+        D = x.shape[-1]
+        wc = cotangents if w is None else cotangents * w
+        if self.decl.norm_kind == "rms":
+            # y = w x r, r = (mean x^2 + eps)^-1/2:  dx = r w c - x r^3 / D (x . w c)
+            r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)                 # [B, T, 1]
+            dot = torch.einsum("btkd,btd->btk", wc, x)[..., None]
+            return wc * r[:, :, None] - (x * (r.pow(3) / D))[:, :, None] * dot
+        # y = w xhat + b, xhat = (x - mean) rstd:  dx = rstd (wc - mean(wc) - xhat mean(wc xhat))
+        xc = x - x.mean(-1, keepdim=True)
+        rstd = torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + eps)
+        xhat = xc * rstd
+        m1 = wc.mean(-1, keepdim=True)
+        m2 = torch.einsum("btkd,btd->btk", wc, xhat)[..., None] / D
+        return rstd[:, :, None] * (wc - m1 - xhat[:, :, None] * m2)
+
+    def _norm_backward_autograd(self, nn, layer, which, x, cotangents):
         B, T, K, D = cotangents.shape
         with torch.enable_grad():
             copies = x.detach().to(self.model_dtype).unsqueeze(2).expand(B, T, K, D).contiguous()
@@ -380,17 +443,22 @@ class Adapter:
         ``x`` [B, T, D] (slot order: q of all heads, k of all heads, v of all heads), given the
         gradient ``g_o`` [B, H, T, dh] at each head's output.
 
-        Each copy goes through the model's own norm, its head's rows of the projections (a KV
-        group's k/v rows for each of its query heads), any q/k norm and the rotary embedding;
-        the attention is recomputed per query head, so this is the attention's exact backward
-        for any attention implementation."""
+        Each query head's q, k and v are formed from the norm's output through its own rows of
+        the projections (a KV group's k/v rows for each of its query heads), any q/k norm and
+        the model's rotary embedding, and its attention is recomputed: autograd gives the
+        gradient at each head's own projections (the attention's exact backward whatever
+        implementation the model runs), which goes back through the rows and the norm per slot."""
         B, T, D = x.shape
-        H, cd = self.config.n_heads, x.dtype
+        H, dh, cd = self.config.n_heads, self.d_head, x.dtype
+        normed = self.norm(nn, layer, "attn")(x.detach().to(self.model_dtype)).to(cd)
+        W, b = self.qkv_weights(layer, cd)                                   # [3, H, dh, D]
         with torch.enable_grad():
-            copies = x.detach().to(self.model_dtype).unsqueeze(2).expand(B, T, 3 * H, D).contiguous()
-            copies.requires_grad_(True)
-            normed = self.norm(nn, layer, "attn")(copies).to(cd).reshape(B, T, 3, H, D)
-            q, k, v = self.qkv_from_slots(nn, layer, normed)
-            o = self.attention_pattern(q, k, layer) @ v
-            (grad,) = torch.autograd.grad(o, copies, g_o.to(o.dtype))
-        return grad.detach().to(cd)
+            raw = torch.einsum("btD,chdD->cbhtd", normed, W)
+            if b is not None:
+                raw = raw + b[:, None, :, None, :]
+            raw.requires_grad_(True)
+            q, k = self._finish_qk(nn, layer, raw[0], raw[1])
+            o = self.attention_pattern(q, k, layer) @ raw[2]
+            (g_raw,) = torch.autograd.grad(o, raw, g_o.to(o.dtype))
+        g_normed = torch.einsum("cbhtd,chdD->btchD", g_raw, W).reshape(B, T, 3 * H, D)
+        return self.norm_backward(nn, layer, "attn", x, g_normed)

@@ -13,7 +13,7 @@ from .family import Family
 GPT2 = Family(
     name="gpt2", model_types=("gpt2",), blocks="transformer.h", final_norm="transformer.ln_f",
     attn="attn", attn_norm="ln_1", mlp_norm="ln_2", out_proj="c_proj",
-    qkv_layout="fused_columns", qkv_proj=("c_attn",), rotary=None)
+    qkv_layout="fused_columns", qkv_proj=("c_attn",), rotary=None, norm_kind="layer")
 
 LLAMA = Family(name="llama", model_types=("llama",), blocks="model.layers",
                final_norm="model.norm")
@@ -31,11 +31,11 @@ GPT_NEOX = Family(
     name="gpt_neox", model_types=("gpt_neox",), blocks="gpt_neox.layers",
     final_norm="gpt_neox.final_layer_norm", attn="attention",
     out_proj="dense", qkv_layout="fused_per_head", qkv_proj=("query_key_value",),
-    rotary="gpt_neox.rotary_emb", parallel="use_parallel_residual")
+    rotary="gpt_neox.rotary_emb", parallel="use_parallel_residual", norm_kind="layer")
 
 GEMMA2 = Family(
     name="gemma2", model_types=("gemma2",), blocks="model.layers", final_norm="model.norm",
     mlp_norm="pre_feedforward_layernorm", post_attn_norm="post_attention_layernorm",
-    post_mlp_norm="post_feedforward_layernorm", post_norm_offset=1.0)
+    post_mlp_norm="post_feedforward_layernorm", norm_offset=1.0)
 
 FAMILIES: tuple[Family, ...] = (GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, GPT_NEOX, GEMMA2)

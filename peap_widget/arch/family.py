@@ -45,10 +45,13 @@ class Family:
     rotary: str | None = "model.rotary_emb"     # the model's rotary module (None: no rotary)
     post_attn_norm: str | None = None           # norms on a sublayer's output (Gemma-2)
     post_mlp_norm: str | None = None
-    post_norm_offset: float = 0.0               # Gemma's RMSNorm multiplies by (1 + weight)
+    norm_kind: str = "rms"                      # "rms" or "layer": the closed-form norm backward
+    norm_offset: float = 0.0                    # Gemma's RMSNorm multiplies by (1 + weight)
     parallel: str | None = None                 # config flag: attention and MLP in parallel
     window_from_config: bool = False            # every layer's window is config.sliding_window
 
     def __post_init__(self):
         if self.qkv_layout not in QKV_LAYOUTS:
             raise ValueError(f"unknown q/k/v layout {self.qkv_layout!r}")
+        if self.norm_kind not in ("rms", "layer"):
+            raise ValueError(f"unknown norm kind {self.norm_kind!r}")

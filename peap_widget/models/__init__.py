@@ -21,6 +21,7 @@ HERE = Path(__file__).parent
 #: name -> (kind, what): "dir" models live in a folder here, "code" models are built by a function
 REGISTRY = {
     "toy-ioi": ("dir", "toy-ioi"),
+    "toy-ioi-llama": ("dir", "toy-ioi-llama"),
     "toy-greater-than": ("dir", "toy-greater-than"),
     "induction-groundtruth": ("code", "peap_widget.models.groundtruth:build"),
 }

@@ -1,12 +1,15 @@
 """Train the small models that ship with the package, reproducibly, on a CPU in minutes.
 
     python -m peap_widget.models.train toy-ioi                 # -> peap_widget/models/toy-ioi/
+    python -m peap_widget.models.train toy-ioi-llama           # -> peap_widget/models/toy-ioi-llama/
     python -m peap_widget.models.train toy-greater-than        # -> peap_widget/models/toy-greater-than/
     python -m peap_widget.models.train toy-ioi --out /tmp/ioi --steps 500 --seed 1
 
-Each model is a small ``GPT2LMHeadModel`` over a word-level tokenizer (`word_level_tokenizer`,
+Each model is a small causal LM over a word-level tokenizer (`word_level_tokenizer`,
 ``text_mode=True``) whose vocabulary is the task's words, trained on prompts from the package's
 own task generators (`peap_widget.tasks`) with a cross-entropy loss at the answer position only.
+The architecture is the spec's ``"arch"``: ``"gpt2"`` (the default; ``GPT2LMHeadModel``) or
+``"llama"`` (``LlamaForCausalLM``); both tie the embedding and the unembedding.
 The directory gets the weights (safetensors), the config, the tokenizer, ``training_log.json``
 (configuration, seeds, wall time, losses, held-out figures) and a ``README.md``.
 
@@ -24,6 +27,15 @@ toy-ioi
     ``name_norm=1`` learned directions specific to the 48 training vectors: 100% on training
     names but 86% IO > S and 5% IO argmax on held-out names.) Name vectors of norm 5 (rather
     than 1 or 3) make the model leave its loss plateau after about 2000 steps, not 5000+.
+
+toy-ioi-llama
+    The same task, data, splits, name vectors (``"resample"``, norm 5), evaluation and optimiser
+    as toy-ioi, in a ``LlamaForCausalLM``: 4 layers, d_model 64, grouped-query attention with 4
+    query heads and 2 key/value heads (head_dim 16), rotary positions (no position embedding),
+    RMSNorm, SwiGLU MLP of width 172, no biases, tied ``model.embed_tokens`` / ``lm_head`` (so the
+    redrawn, zero-gradient name rows are the names' unembedding too), max_position_embeddings 64.
+    It leaves the loss plateau sooner than the GPT-2 model and is trained for 3000 steps, not
+    6000 (its README says what was tried); >= 99% on held-out names and templates.
 
 toy-greater-than
     Greater-than prompts ("The war lasted from the year 1732 to the year 17"); target: the
@@ -70,7 +82,7 @@ SPECS = {
                 "pool": 120_000, "name_norm": 5.0, "name_vectors": "resample", "n_eval": 1000},
     # the same task, data, splits, name vectors and evaluation as toy-ioi, in a Llama model
     "toy-ioi-llama": {"arch": "llama", "task": "ioi", "n_layer": 4, "n_head": 4, "n_kv_head": 2,
-                      "n_embd": 64, "n_inner": 172, "n_positions": 64, "steps": 6000, "batch_size": 64,
+                      "n_embd": 64, "n_inner": 172, "n_positions": 64, "steps": 3000, "batch_size": 64,
                       "lr": 1e-3, "warmup": 200, "weight_decay": 0.01, "pool": 120_000,
                       "name_norm": 5.0, "name_vectors": "resample", "n_eval": 1000},
     "toy-greater-than": {"task": "greater-than", "n_layer": 2, "n_head": 4, "n_embd": 128,
@@ -80,7 +92,33 @@ SPECS = {
 
 
 #: what the README of a model adds at its end (how its hyperparameters were found)
-README_NOTES = {}
+README_NOTES = {
+    "toy-ioi-llama": """
+## How the hyperparameters were found
+
+The architecture follows Llama's proportions at toy-ioi's size: 4 layers, d_model 64, 4 query heads
+of 16 dimensions sharing 2 key/value heads, SwiGLU width 172 (2/3 x 4 x 64, rounded to a multiple of
+4, which gives about the parameter count of toy-ioi's GPT-2 MLP), max_position_embeddings 64 (the
+longest prompt has 21 tokens), `rms_norm_eps` 1e-5, the default rotary base. The input embedding and
+the `lm_head` are tied (`tie_word_embeddings`), so the 60 name rows of `model.embed_tokens` that are
+redrawn before every step and whose gradient is zeroed are also the unembedding of the names, as in
+toy-ioi.
+
+The training recipe is toy-ioi's unchanged (batch 64, AdamW lr 1e-3, betas 0.9/0.98, 200 warmup
+steps then cosine decay to 0.1 x lr, weight decay 0.01 on the matrices, gradient clipping at 1,
+name_norm 5, `name_vectors="resample"`). Tried:
+
+1. 6000 steps (toy-ioi's schedule). The Llama model leaves the loss plateau sooner than the GPT-2
+   one (train loss 0.07 at step 2000 where toy-ioi had 0.26; 0.024 at step 2400), so the run was
+   stopped at step 2400 and the schedule halved.
+2. 3000 steps: every held-out figure >= 0.99 at the first try (the table above). This is the
+   shipped model; lr, warmup and name_norm needed no change.
+
+Speed: about 20 steps a second on 2 otherwise idle CPU cores (3000 steps in 2.5 minutes); the wall
+time in `training_log.json` is whatever the machine allowed on the day (other jobs running at the
+same time make the two torch threads wait for each other, up to 10x slower).
+""",
+}
 
 
 # --- splits and vocabularies -----------------------------------------------------------------
