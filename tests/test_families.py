@@ -195,3 +195,15 @@ def test_a_norm_that_is_not_the_familys_falls_back_to_autograd():
     right = pw.attribute(model2, ds, batch_size=5, progress=False).edges.score.to_numpy()
     np.testing.assert_allclose(got, right, rtol=0, atol=1e-12)
     assert np.abs(wrong - right).max() > 1e-3 * np.abs(right).max()
+
+
+def test_toy_ioi_llama_runs_the_demo(tmp_path):
+    """The shipped Llama-architecture model through the library and `peap demo --model`."""
+    model = pw.models.load("toy-ioi-llama")
+    assert model.adapter.family == "llama" and model.adapter.n_kv_heads == 2
+    assert model.adapter.config.n_heads == 4
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "toy-ioi-llama", "--n", "8", "--out", str(out),
+                 "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "toy-ioi-llama" and summary["clean_accuracy"] >= 0.95
