@@ -352,7 +352,11 @@ class Circuit:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise PeapError(f"not a {FORMAT} document (missing or wrong 'format' field)")
         try:
-            space = _space(GraphConfig(**d["graph"]), tuple(d["spans"]), bool(d["crossing"]))
+            spans = d["spans"]
+            if not isinstance(spans, list) or not all(isinstance(x, str) for x in spans):
+                raise ValueError(f"'spans' must be a list of names, got {spans!r}")
+            cfg = GraphConfig.from_dict(d["graph"], len(spans), bool(d["crossing"]))
+            space = _space(cfg, tuple(spans), bool(d["crossing"]))
             in_rows = np.zeros(len(space), dtype=bool)
             scores = np.full(len(space), np.nan)
             edges = d["edges"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DatasetError, PeapError, SchemaError
-from .jsonio import dump_json
+from .jsonio import dump_json, load_json, read_text
 from .schema import Ranges, Schema, ranges_from_starts
 
 FORMAT = "peap_widget.dataset"
@@ -128,6 +128,8 @@ class Dataset:
         elif not isinstance(schema, Schema):
             schema = Schema(schema)
         examples = [_make_example(i, r, schema, tok) for i, r in enumerate(records)]
+        if getattr(model, "hf", None) is not None:
+            check_model_limits(examples, model.hf)
         return cls(schema, examples, tok)
 
     def __len__(self) -> int:
@@ -225,15 +227,29 @@ class Dataset:
     def from_dict(cls, d: Mapping, model) -> Dataset:
         if not isinstance(d, Mapping) or "examples" not in d or "schema" not in d:
             raise DatasetError(f"not a {FORMAT} JSON document: it needs 'schema' and 'examples'")
+        if not isinstance(d["examples"], list):
+            raise DatasetError(f"'examples' must be a list of records, got "
+                               f"{type(d['examples']).__name__}")
         return cls.from_records(d["examples"], model, schema=Schema.from_dict(d["schema"]))
 
     @classmethod
     def from_json(cls, path: str | Path, model) -> Dataset:
+        """Read a dataset written by `to_json`; any problem raises a `PeapError` naming the file
+        (and the example)."""
+        d = load_json(read_text(path, "dataset JSON", DatasetError), str(path), DatasetError)
         try:
-            d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{path} is not valid JSON: {err}") from None
-        return cls.from_dict(d, model)
+            return cls.from_dict(d, model)
+        except PeapError as err:
+            raise _in_file(err, path) from None
+
+    def require_model(self, model) -> None:
+        """Check that this dataset can run on ``model``: tokenized with the same vocabulary, every
+        token id inside its embedding, every prompt within its positions. Raises
+        `DatasetError` naming the first example that cannot."""
+        check_tokenizer(self.tokenizer, getattr(model, "tokenizer", None))
+        hf = getattr(model, "hf", None)
+        if hf is not None:
+            check_model_limits(self.examples, hf)
 
     # --- PEAP CSV ----------------------------------------------------------------------------
 
@@ -261,37 +277,118 @@ class Dataset:
         ``prompt, corrupted, correct, incorrect, length`` (in file order) unless ``schema`` is given."""
         import pandas as pd
 
-        df = (path_or_frame if isinstance(path_or_frame, pd.DataFrame)
-              else pd.read_csv(path_or_frame, keep_default_na=False, dtype=str))
-        for col in ("prompt", "correct", "incorrect", "length"):
-            if col not in df.columns:
-                raise DatasetError(f"the PEAP CSV has no {col!r} column (columns: {list(df.columns)})")
-        names = list(schema) if schema is not None else [c for c in df.columns if c not in CSV_FIELDS]
-        missing = [n for n in names if n not in df.columns]
-        if missing:
-            raise DatasetError(f"the PEAP CSV has no column for spans {missing}")
-        if not names:
-            raise DatasetError("the PEAP CSV has no span columns")
-        records = []
-        for i, row in enumerate(df.to_dict("records")):
-            try:
-                starts = [int(row[n]) for n in names]
-                length = int(row["length"])
-            except (TypeError, ValueError):
-                raise SchemaError("span starts and length must be integers",
-                                  example=i, rule="format") from None
-            rec = {"clean": str(row["prompt"]), "correct": str(row["correct"]),
-                   "incorrect": str(row["incorrect"]),
-                   "spans": dict(zip(names, map(list, ranges_from_starts(starts, length))))}
-            if str(row.get("corrupted", "")):
-                rec["corrupted"] = str(row["corrupted"])
-            rec["_length"] = length
-            records.append(rec)
-        return cls.from_records(records, model, schema=schema if schema is not None else names)
+        frame = isinstance(path_or_frame, pd.DataFrame)
+        df = path_or_frame if frame else read_csv(path_or_frame)
+        try:
+            names, records = peap_csv_records(df, schema)
+            return cls.from_records(records, model, schema=schema if schema is not None else names)
+        except PeapError as err:
+            raise (err if frame else _in_file(err, path_or_frame)) from None
+
+
+def read_csv(path):
+    """A CSV file as a DataFrame of strings; unreadable, empty, ragged or non-UTF-8 files raise
+    `DatasetError` naming the file (and the line where pandas says)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path} is not UTF-8 text: byte {err.start} is "
+                           f"{err.object[err.start:err.start + 1]!r}") from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path} is empty: a PEAP CSV needs a header line") from None
+    except pd.errors.ParserError as err:
+        raise DatasetError(f"{path} is not a well-formed CSV: {err}") from None
+    except OSError as err:
+        raise DatasetError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def peap_csv_records(df, schema=None) -> tuple[list[str], list[dict]]:
+    """PEAP's CSV form (a DataFrame of strings) -> (span names, records with token spans).
+    Span columns are every column that is not one of ``prompt, corrupted, correct, incorrect,
+    length`` (in file order) unless ``schema`` is given."""
+    lacking = [c for c in ("prompt", "correct", "incorrect", "length") if c not in df.columns]
+    if lacking:
+        raise DatasetError(f"the PEAP CSV lacks the column(s) {lacking} (columns: "
+                           f"{list(df.columns)}); a PEAP CSV has prompt, corrupted, correct, "
+                           "incorrect, one column per span, length")
+    if len(set(df.columns)) != len(df.columns) or any(str(c).split(".")[0] in CSV_FIELDS
+                                                      and c not in CSV_FIELDS for c in df.columns):
+        raise DatasetError(f"the PEAP CSV repeats a column name ({list(df.columns)}); span "
+                           f"columns may not be named {', '.join(CSV_FIELDS)}")
+    names = list(schema) if schema is not None else [c for c in df.columns if c not in CSV_FIELDS]
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise DatasetError(f"the PEAP CSV has no column for spans {missing}")
+    if not names:
+        raise DatasetError("the PEAP CSV has no span columns")
+    records = []
+    for i, row in enumerate(df.to_dict("records")):
+        try:
+            starts = [int(row[n]) for n in names]
+            length = int(row["length"])
+        except (TypeError, ValueError):
+            raise SchemaError(f"span starts and length must be integers (line {i + 2})",
+                              example=i, rule="format") from None
+        rec = {"clean": str(row["prompt"]), "correct": str(row["correct"]),
+               "incorrect": str(row["incorrect"]),
+               "spans": dict(zip(names, map(list, ranges_from_starts(starts, length))))}
+        if str(row.get("corrupted", "")):
+            rec["corrupted"] = str(row["corrupted"])
+        rec["_length"] = length
+        records.append(rec)
+    return names, records
 
 
 def _encode(tok, text: str) -> list[int]:
     return list(tok(text)["input_ids"])
+
+
+def _in_file(err: PeapError, path) -> PeapError:
+    """``err`` with the file named in front of its message (same class, same fields)."""
+    err.args = (f"{path}: {err.args[0] if err.args else err}",) + tuple(err.args[1:])
+    return err
+
+
+def check_tokenizer(data_tok, model_tok) -> None:
+    """The dataset's tokenizer and the model's must encode alike (the same vocabulary)."""
+    if data_tok is None or model_tok is None or data_tok is model_tok:
+        return
+    try:
+        same = data_tok.get_vocab() == model_tok.get_vocab()
+    except AttributeError:
+        return
+    if not same:
+        raise DatasetError(
+            f"the dataset was tokenized for another tokenizer ({type(data_tok).__name__}, "
+            f"{len(data_tok)} tokens) than the model's ({type(model_tok).__name__}, "
+            f"{len(model_tok)} tokens); rebuild it for this model: Dataset.from_records(records, "
+            "model) or task.dataset(model)")
+
+
+def _max_positions(config) -> int | None:
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_model_limits(examples, hf) -> None:
+    """Every token id inside the model's embedding and every prompt within its positions."""
+    vocab = hf.get_input_embeddings().weight.shape[0]
+    limit = _max_positions(hf.config)
+    for i, e in enumerate(examples):
+        for name, ids in (("clean", e.clean_ids), ("corrupted", e.corrupted_ids or [])):
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise DatasetError(f"token id {bad[0]} is outside the model's vocabulary of "
+                                   f"{vocab} (was it tokenized for another model?)",
+                                   example=i, field=name)
+        if limit is not None and e.length > limit:
+            raise DatasetError(f"the prompt is {e.length} tokens long but the model has only "
+                               f"{limit} positions", example=i, field="clean")
 
 
 def _make_example(i: int, rec, schema: Schema, tok) -> Example:

@@ -33,6 +33,35 @@ class GraphConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d, spans: int = 1, crossing: bool = True) -> GraphConfig:
+        """A config read from a file, checked before anything is built from it: positive whole
+        numbers, and a positional graph of ``spans`` spans of at most `MAX_ROWS` rows (a tiny
+        file cannot make us allocate terabytes). Raises `PeapError`."""
+        from .errors import PeapError
+
+        if not isinstance(d, dict) or set(d) - {"n_layers", "n_heads", "d_model",
+                                                 "parallel_attn_mlp"}:
+            raise PeapError(f"a graph is {{n_layers, n_heads, d_model, parallel_attn_mlp}}, got {d!r}")
+        for k in ("n_layers", "n_heads", "d_model"):
+            v = d.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise PeapError(f"graph {k} must be a positive whole number, got {v!r}")
+        cfg = cls(d["n_layers"], d["n_heads"], d["d_model"], bool(d.get("parallel_attn_mlp", False)))
+        g = Graph(cfg)
+        rows = spans * g.n_forward * g.n_backward + (3 * cfg.n_layers * cfg.n_heads * spans * spans
+                                                      if crossing else 0)
+        if rows > MAX_ROWS:
+            raise PeapError(f"a graph of {cfg.n_layers} layers x {cfg.n_heads} heads over {spans} "
+                            f"spans has {rows:,} rows, more than the {MAX_ROWS:,} supported (at most "
+                            "a few hundred layers and heads); is the file corrupted?")
+        return cfg
+
+
+#: the largest positional graph a file may describe (a Llama-3-405B graph over 8 spans has
+#: 6.3e9 rows; 2^33 leaves room for it and refuses what cannot be real)
+MAX_ROWS = 2 ** 33
+
 
 class Graph:
     """Names and indices of one architecture's graph (no positions; see `edge_table`)."""

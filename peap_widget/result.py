@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,8 @@ class AttributionResult:
             edges["score"] = edges["score"].astype(np.float64)
             schema = None if d.get("schema") is None else Schema.from_dict(d["schema"])
             return cls(edges, d["spans"], d["settings"], d["clean_metric"],
-                       d.get("counterfactual_metric"), schema, GraphConfig(**d["graph"]),
+                       d.get("counterfactual_metric"), schema,
+                       GraphConfig.from_dict(d["graph"], len(d["spans"])),
                        d.get("span_lengths"))
         except (KeyError, TypeError, ValueError) as err:
             raise PeapError(f"malformed {FORMAT} document: {err!r}") from None
@@ -332,7 +334,7 @@ class AttributionResult:
                     d = json.load(f)
             else:
                 d = json.loads(path.read_text())
-        except (ValueError, OSError, EOFError) as err:  # JSONDecodeError is a ValueError
+        except (ValueError, OSError, EOFError, zlib.error) as err:  # JSONDecodeError: ValueError
             raise PeapError(f"cannot read an attribution result from {path}: {err}") from None
         except PeapError as err:
             raise PeapError(f"cannot read an attribution result from {path}: {err}") from None
@@ -358,7 +360,8 @@ class AttributionResult:
                                 f"{scores.shape}")
             schema = None if meta.get("schema") is None else Schema.from_dict(meta["schema"])
             res = cls(scores, meta["spans"], meta["settings"], arrays["clean_metric"],
-                      arrays.get("counterfactual_metric"), schema, GraphConfig(**meta["graph"]),
+                      arrays.get("counterfactual_metric"), schema,
+                      GraphConfig.from_dict(meta["graph"], len(meta["spans"])),
                       arrays.get("span_lengths"))
         except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as err:
             raise PeapError(f"malformed {FORMAT} file: {err!r}") from None

@@ -17,9 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import SchemaError
-from .jsonio import dump_json
+from .jsonio import dump_json, load_json, read_text
 
 Ranges = list[tuple[int, int]]
+
+#: the PEAP CSV's own columns: a span of one of these names could not be told apart from them
+RESERVED_NAMES = ("prompt", "corrupted", "correct", "incorrect", "length")
 
 
 class Schema:
@@ -35,6 +38,11 @@ class Schema:
         for n in names:
             if not isinstance(n, str) or not n.strip():
                 raise SchemaError(f"span names must be non-empty strings, got {n!r}", rule="name")
+        clash = [n for n in names if n in RESERVED_NAMES]
+        if clash:
+            raise SchemaError(f"span names {clash} are reserved: they are columns of the PEAP CSV "
+                              f"form ({', '.join(RESERVED_NAMES)}); rename the span(s)",
+                              rule="reserved_name")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise SchemaError(f"span names must be unique; repeated: {dup}", rule="unique_names")
@@ -118,18 +126,32 @@ class Schema:
     def from_dict(cls, d: Mapping) -> Schema:
         if isinstance(d, (list, tuple)):
             return cls(d)
-        if "spans" not in d:
-            raise SchemaError("schema JSON needs a 'spans' list", rule="format")
-        return cls(d["spans"], d.get("required", ()))
+        if not isinstance(d, Mapping) or not isinstance(d.get("spans"), (list, tuple)):
+            raise SchemaError("a schema is a list of span names or an object with a 'spans' list, "
+                              f"got {type(d).__name__}", rule="format")
+        required = d.get("required", ())
+        if not isinstance(required, (list, tuple)):
+            raise SchemaError("'required' must be a list of span names", rule="format")
+        return cls(d["spans"], required)
 
     def to_json(self, path: str | Path | None = None) -> str:
         return dump_json(self.to_dict(), path, indent=1)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> Schema:
-        p = Path(text_or_path)
-        text = p.read_text() if not str(text_or_path).lstrip().startswith("{") and p.exists() else str(text_or_path)
-        return cls.from_dict(json.loads(text))
+        """A schema from JSON text or a file holding it."""
+        raw = str(text_or_path)
+        if isinstance(text_or_path, Path) or not raw.lstrip().startswith(("{", "[")):
+            where = str(text_or_path)
+            text = read_text(text_or_path, "schema JSON", SchemaError)
+        else:
+            where, text = "the schema JSON", raw
+        try:
+            return cls.from_dict(load_json(text, where, SchemaError))
+        except SchemaError as err:
+            if where in str(err):
+                raise
+            raise SchemaError(f"{where}: {err}", rule=err.rule) from None
 
 
 def _as_range(value, example, name) -> tuple[int, int]:
@@ -140,7 +162,7 @@ def _as_range(value, example, name) -> tuple[int, int]:
         if int(start) != start or int(end) != end:
             raise TypeError
         return int(start), int(end)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: int(inf)
         raise SchemaError(f"a span is a [start, end) pair of token indices, got {value!r}",
                           example=example, span=name, rule="format") from None
 

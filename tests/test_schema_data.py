@@ -203,7 +203,7 @@ def test_peap_csv_round_trip(tok, tmp_path):
 def test_peap_csv_errors(tok, tmp_path):
     ds = pw.Dataset.from_records(tiny_records(), tok)
     df = ds.to_peap_csv()
-    with pytest.raises(DatasetError, match="no 'length' column"):
+    with pytest.raises(DatasetError, match=r"lacks the column\(s\) \['length'\]"):
         pw.Dataset.from_peap_csv(df.drop(columns=["length"]), tok)
     bad = df.copy()
     bad.loc[2, "length"] = 99

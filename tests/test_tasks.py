@@ -112,8 +112,8 @@ def test_task_errors(tmp_path):
         pw.tasks.get("ioj")
     with pytest.raises(DatasetError, match="no such file"):
         pw.tasks.from_file(tmp_path / "none.jsonl")
-    (tmp_path / "bad.jsonl").write_text('{"clean": "a"}\n{oops\n')
-    with pytest.raises(DatasetError, match="line 2 is not JSON"):
+    (tmp_path / "bad.jsonl").write_text('{"clean": "a", "spans": {"a": [0, 1]}}\n{oops\n')
+    with pytest.raises(DatasetError, match="bad.jsonl line 2 is not valid JSON"):
         pw.tasks.from_file(tmp_path / "bad.jsonl")
     (tmp_path / "nospans.jsonl").write_text('{"clean": "a", "correct": "a", "incorrect": "b"}\n')
     with pytest.raises(DatasetError, match="spans"):

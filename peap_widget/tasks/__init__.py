@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..data import peap_csv_records, read_csv
+from ..errors import DatasetError, PeapError
+from ..jsonio import load_json, read_text
 from ..schema import Schema
 from .base import Task, char_spans, token_spans
 from .greater_than import YearProbDiff, greater_than
@@ -33,62 +35,74 @@ def get(name: str, **kwargs) -> Task:
 
 class FileTask(Task):
     """A task read from a file whose spans are already in tokens (PEAP CSV, or JSONL records
-    with ``spans``): `dataset` uses them as they are."""
+    with ``spans``): `dataset` uses them as they are; records with ``char_spans`` are mapped to
+    tokens as any task's."""
 
     def token_records(self, tokenizer):
-        return [{k: v for k, v in r.items() if k != "char_spans"} if "spans" in r
-                else super(FileTask, self).token_records(tokenizer)[i]
-                for i, r in enumerate(self.records)]
+        mapped = iter(Task.token_records(replace(self, records=[r for r in self.records
+                                                                if "spans" not in r]), tokenizer))
+        return [{k: v for k, v in r.items() if k != "char_spans"} if "spans" in r else next(mapped)
+                for r in self.records]
+
+    def dataset(self, model):
+        """Tokenize for ``model`` and validate; problems name the file and the example."""
+        try:
+            return super().dataset(model)
+        except PeapError as err:
+            where = self.meta.get("path")
+            if where and where not in str(err):
+                err.args = (f"{where}: {err.args[0] if err.args else err}",) + tuple(err.args[1:])
+            raise err from None
 
 
 def from_file(path: str | Path, schema=None) -> Task:
     """Your own data: ``.jsonl`` (one record per line with ``clean``, ``corrupted``, ``correct``,
     ``incorrect`` and ``spans`` in tokens or ``char_spans`` in characters) or ``.csv`` (PEAP's
     form: ``prompt``, ``corrupted``, ``correct``, ``incorrect``, one column per span with its first
-    token index, ``length``). The schema is the first record's span order unless given."""
+    token index, ``length``). The schema is the first record's spans in text order (by their
+    start, whatever the order of the keys) unless given. Every problem raises a `PeapError`
+    naming the file and the line or example."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"no such file: {path}")
+    meta = {"path": str(path)}
     if path.suffix == ".jsonl":
         records = []
-        for i, line in enumerate(path.read_text().splitlines()):
+        for i, line in enumerate(read_text(path, "records", DatasetError).splitlines()):
             if not line.strip():
                 continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{path} line {i + 1} is not JSON: {err}") from None
+            rec = load_json(line, f"{path} line {i + 1}", DatasetError)
+            if not isinstance(rec, dict):
+                raise DatasetError(f"{path} line {i + 1}: a record is a JSON object with clean, "
+                                   f"correct, incorrect and spans, got {type(rec).__name__}")
+            spans = rec.get("spans", rec.get("char_spans"))
+            if not isinstance(spans, dict):
+                raise DatasetError(f"{path} line {i + 1}: each record needs 'spans' (tokens) or "
+                                   "'char_spans' (characters), an object {span: [start, end]}",
+                                   example=len(records), field="spans")
+            records.append(rec)
         if not records:
             raise DatasetError(f"{path} holds no records")
         first = records[0].get("spans") or records[0].get("char_spans")
-        if not isinstance(first, dict):
-            raise DatasetError("each record needs 'spans' (tokens) or 'char_spans' (characters)",
-                               example=0, field="spans")
-        return FileTask(path.stem, Schema(schema or list(first)), records)
+        return FileTask(path.stem, Schema(schema or text_order(first)), records, meta=meta)
     if path.suffix == ".csv":
-        import pandas as pd
-
-        df = pd.read_csv(path, keep_default_na=False, dtype=str)
-        fixed = ("prompt", "corrupted", "correct", "incorrect", "length")
-        missing = [c for c in ("prompt", "correct", "incorrect", "length") if c not in df.columns]
-        if missing:
-            raise DatasetError(f"{path} lacks the column(s) {missing}; a PEAP CSV has prompt, "
-                               "corrupted, correct, incorrect, one column per span, length")
-        span_cols = list(schema) if schema else [c for c in df.columns if c not in fixed]
-        records = []
-        for i, row in enumerate(df.to_dict("records")):
-            try:
-                starts = [int(row[c]) for c in span_cols] + [int(row["length"])]
-            except (KeyError, ValueError) as err:
-                raise DatasetError(f"span starts and length must be integers ({err})", example=i) from None
-            rec = {"clean": row["prompt"], "correct": row["correct"], "incorrect": row["incorrect"],
-                   "spans": {c: [starts[j], starts[j + 1]] for j, c in enumerate(span_cols)},
-                   "_length": starts[-1]}
-            if row.get("corrupted"):
-                rec["corrupted"] = row["corrupted"]
-            records.append(rec)
-        return FileTask(path.stem, Schema(span_cols), records)
+        try:
+            span_cols, records = peap_csv_records(read_csv(path), schema)
+        except PeapError as err:
+            raise err if str(path) in str(err) else DatasetError(f"{path}: {err}") from None
+        return FileTask(path.stem, Schema(span_cols), records, meta=meta)
     raise DatasetError(f"unknown file type {path.suffix!r}: use .jsonl or .csv")
+
+
+def text_order(spans: dict) -> list[str]:
+    """Span names ordered by where they start (then end) in the text, ties in the given order."""
+    def key(item):
+        _, bounds = item
+        try:
+            return (float(bounds[0]), float(bounds[1]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            return (float("inf"), float("inf"))   # malformed: validation names it later
+    return [name for name, _ in sorted(spans.items(), key=key)]
 
 
 __all__ = ["Task", "FileTask", "get", "names", "from_file", "ioi", "greater_than", "YearProbDiff",

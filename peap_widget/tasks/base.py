@@ -71,6 +71,10 @@ class Task:
         leading space where the tokenizer makes one token of it (GPT-2 style BPE: " Mary")."""
         out = []
         for i, r in enumerate(self.records):
+            for f in ("clean", "correct", "incorrect"):
+                if not isinstance(r.get(f), str):
+                    raise DatasetError(f"must be a string, got {type(r.get(f)).__name__}",
+                                       example=i, field=f)
             rec = {k: v for k, v in r.items() if k != "char_spans"}
             rec["spans"] = token_spans(tokenizer, r["clean"], r["char_spans"], i)
             for f in ("correct", "incorrect"):
@@ -108,8 +112,25 @@ def token_spans(tokenizer, text: str, spans: dict, example: int | None = None) -
     except (NotImplementedError, TypeError, ValueError):
         raise DatasetError("character spans need a fast tokenizer with offsets "
                            "(return_offsets_mapping)", example=example) from None
-    names = list(spans)
+    if not isinstance(spans, dict) or not spans:
+        raise DatasetError("char_spans must be an object {span: [start, end)}", example=example,
+                           field="char_spans")
+    for n, b in spans.items():
+        ok = (isinstance(b, (list, tuple)) and len(b) == 2
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in b)
+              and 0 <= b[0] <= b[1] <= len(text))
+        if not ok:
+            raise DatasetError(f"span {n!r}: a character span is [start, end) with 0 <= start <= "
+                               f"end <= {len(text)} (the prompt's length), got {b!r}",
+                               example=example, field="char_spans")
+    # Spans in text order whatever the order of the keys (a file written with sort_keys=True
+    # lists them alphabetically); each must start where the previous one ends or later.
+    names = sorted(spans, key=lambda n: (spans[n][0], spans[n][1]))
     bounds = [spans[n] for n in names]
+    for (n1, (s1, e1)), (n2, (s2, e2)) in zip(zip(names, bounds), zip(names[1:], bounds[1:])):
+        if s2 < e1:
+            raise DatasetError(f"character spans {n1!r} [{s1}, {e1}) and {n2!r} [{s2}, {e2}) "
+                               "overlap", example=example, field="char_spans")
     owner = []
     for a, b in enc["offset_mapping"]:
         if a == b:  # a special token the tokenizer added

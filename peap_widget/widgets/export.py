@@ -42,18 +42,27 @@ def widget_state(widget) -> dict:
 
 
 def _jsonable(value):
+    """Trait values as JSON values: bytes as base64, numpy scalars and arrays as numbers and
+    lists, NaN and infinities as null (JSON has none; the front ends show null as missing)."""
+    import math
+
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):      # numpy scalar or array
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def _script_json(obj) -> str:
-    # "</" inside a <script> would end it early; "<\\/" is the same JSON string
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # Every "<" escaped: "</script>" would end the script early and "<!--" (then "<script")
+    # switches the HTML parser into a state where the real "</script>" no longer ends it.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
 def page(widgets, title: str = "peap_widget") -> str:
@@ -113,4 +122,33 @@ def to_html(path, *widgets, title: str = "peap_widget") -> Path:
     """
     if not widgets:
         raise PeapError("to_html needs at least one widget")
-    return write_html(path, widgets, title)
+    if isinstance(path, str) is False and hasattr(path, "keys") and hasattr(path, "_esm"):
+        raise PeapError("to_html(path, *widgets): the path comes first")
+    flat = [part for w in widgets for part in _exportable(w)]
+    return write_html(path, flat, title)
+
+
+def _exportable(w) -> list:
+    """A widget (or HTML string) as the parts of a page: a container (CircuitLab, a VBox) gives
+    the peap_widget widgets inside it."""
+    if isinstance(w, str) or _is_page_widget(w):
+        return [w]
+    if hasattr(w, "children"):
+        inner = _inside(w)
+        if inner:
+            return inner
+        raise PeapError(f"the {type(w).__name__} holds no peap_widget widget to export yet "
+                        "(run it first)")
+    raise PeapError(f"to_html(path, *widgets) takes peap_widget widgets (or HTML strings), got "
+                    f"{type(w).__name__}; did you swap the path and the widget?")
+
+
+def _is_page_widget(w) -> bool:
+    return hasattr(w, "_esm") and hasattr(w, "keys")
+
+
+def _inside(container) -> list:
+    out = []
+    for child in getattr(container, "children", ()):
+        out += [child] if _is_page_widget(child) else _inside(child)
+    return out
