@@ -57,6 +57,7 @@ class AttributionResult:
         self.graph_config = graph_config
         self.span_lengths = None if span_lengths is None else np.asarray(span_lengths)
         self._greedy_orders: dict = {}
+        self._finite: tuple | None = None     # (how many scores are not finite, the first)
         self._edges = None
         if hasattr(scores, "columns"):  # an edge table
             scores = self._scores_of_table(scores)
@@ -136,6 +137,7 @@ class AttributionResult:
             >>> circ = res.circuit(n_edges=100)                       # doctest: +SKIP
             >>> res.circuit(method="threshold", threshold=0.05)       # doctest: +SKIP
         """
+        self._require_finite_scores()
         rows = search(self.space, self.scores, n_edges, method, merge_qkv, absolute, threshold,
                       prune, order_cache=self._greedy_orders)
         return self._circuit(rows, merge_qkv, f"{method} {n_edges if threshold is None else threshold}")
@@ -152,7 +154,20 @@ class AttributionResult:
             >>> res.greedy_order(True, absolute=True, n=1000)[:3]   # doctest: +SKIP
             array([13012611, 13012609, 12995541])
         """
+        self._require_finite_scores()
         return greedy_order(self.space, self._scores, merge_qkv, absolute, self._greedy_orders, n)
+
+    def _require_finite_scores(self) -> None:
+        """Ranking NaN scores gives an arbitrary 'circuit': refuse, naming the first bad edge."""
+        if self._finite is None:
+            bad = np.flatnonzero(~np.isfinite(self._scores))
+            self._finite = (len(bad), None if not len(bad) else int(bad[0]))
+        n_bad, first = self._finite
+        if n_bad:
+            name = " -> ".join(str(x) for x in self.edges.iloc[first][list(KEY_COLUMNS)])
+            raise PeapError(f"{n_bad:,} edge scores are NaN or infinite (the first: {name}), so "
+                            "no circuit can be ranked from them; the run that made them saw a "
+                            "broken model or input (attribute now refuses such runs: re-run it)")
 
     def greedy_order_length(self, merge_qkv: bool = True) -> int:
         """How many units the whole greedy order has (every unit whose child node has a path

@@ -248,3 +248,85 @@ def test_file_task_tokenizes_each_record_once(tmp_path, model):
 
     pw.tasks.from_file(path).token_records(Counting())
     assert calls["n"] <= 4 * len(recs)      # offsets + answers, not n^2
+
+
+# --- 4. NaN scores cannot make a circuit ------------------------------------------------------
+
+def test_nan_scores_are_refused_by_search_naming_an_edge(tmp_path):
+    from peap_widget.examples import random_result
+
+    d = random_result(2, 3, 4).to_dict()
+    d["edges"]["score"][5] = d["edges"]["score"][17] = None     # NaN on the way in
+    res = pw.AttributionResult.from_dict(d)
+    res.save(tmp_path / "r.json.gz")
+    back = pw.AttributionResult.load(tmp_path / "r.json.gz")
+    for r in (res, back):
+        with pytest.raises(PeapError, match=r"2 edge scores are NaN.*->"):
+            r.circuit(n_edges=5)
+        with pytest.raises(PeapError, match="NaN"):
+            r.circuit(method="topn", n_edges=5)
+        with pytest.raises(PeapError, match="NaN"):
+            r.greedy_order(n=10)
+
+
+# --- 9 and 11. the autosave: failures shown, edits kept, modes and marks kept --------------
+
+def test_a_failing_autosave_is_shown_and_the_edit_kept(tmp_path, model):
+    ds = pw.Dataset.from_records(tiny_records(), model)
+    folder = tmp_path / "work"
+    folder.mkdir()
+    path = folder / "ann.json"
+    ed = pw.SchemaEditor(ds, path=path)
+    assert ed.save_error == ""
+    folder.rename(tmp_path / "away")            # the folder vanishes (a disk unmounted...)
+    folder.write_text("not a folder")           # and nothing can be written there
+    ed.add_span_type("extra", required=False, index=0)
+    assert ed.save_error.startswith("Not saved:") and "ann.json" in ed.save_error
+    assert "extra" in ed.span_names              # the edit is kept in memory
+    folder.unlink()
+    (tmp_path / "away").rename(folder)
+    ed.set_color("extra", "#123456")              # the next change saves every edit
+    assert ed.save_error == ""
+    saved = json.loads(path.read_text())
+    assert saved["schema"]["spans"][0] == "extra" and saved["span_colors"]["extra"] == "#123456"
+
+
+def test_autosave_file_mode_follows_the_umask(tmp_path, model):
+    import os
+
+    ds = pw.Dataset.from_records(tiny_records(), model)
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "ann.json"
+        pw.SchemaEditor(ds, path=path)
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o640)                          # a mode the user chose is kept
+        ed = pw.SchemaEditor(ds, path=path)
+        ed.set_color(ed.span_names[0], "#abcdef")
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_required_mark_on_the_last_span_type_survives_a_restart(tmp_path, model):
+    ds = pw.Dataset.from_records(tiny_records(), model)
+    path = tmp_path / "ann.json"
+    ed = pw.SchemaEditor(ds, path=path)
+    last = ed.span_names[-1]
+    ed.set_required(last, True)
+    again = pw.SchemaEditor(ds, path=path)
+    assert again.span_types[-1]["required"] is True
+    again.add_span_type("after", index=len(again.span_names))   # the marked type is no longer last
+    assert again.schema.required >= {last}
+
+
+def test_numpy_and_nan_extra_fields_autosave(tmp_path, model):
+    recs = tiny_records()
+    recs[0]["weight"] = np.float32(0.25)
+    recs[1]["score"] = float("nan")
+    ds = pw.Dataset.from_records(recs, model)
+    path = tmp_path / "ann.json"
+    ed = pw.SchemaEditor(ds, path=path)
+    assert ed.save_error == ""
+    rows = json.loads(path.read_text())["examples"]
+    assert rows[0]["weight"] == 0.25 and rows[1]["score"] is None

@@ -69,8 +69,12 @@ class Task:
     def token_records(self, tokenizer) -> list[dict]:
         """Records with token spans for ``tokenizer``; with `answer_space`, answers take a
         leading space where the tokenizer makes one token of it (GPT-2 style BPE: " Mary")."""
+        from tqdm.auto import tqdm
+
         out = []
-        for i, r in enumerate(self.records):
+        many = len(self.records) >= 2000          # a bar only where tokenizing takes a while
+        for i, r in enumerate(tqdm(self.records, desc=f"tokenizing {self.name}", unit="rec",
+                                   disable=not many, leave=False)):
             for f in ("clean", "correct", "incorrect"):
                 if not isinstance(r.get(f), str):
                     raise DatasetError(f"must be a string, got {type(r.get(f)).__name__}",

@@ -44,6 +44,7 @@ import traitlets as t
 
 from ..data import FORMAT, Dataset, _encode, _tokenizer_of
 from ..errors import DatasetError, PeapError, SchemaError, _where
+from ..jsonio import finite_or_none
 from ..schema import Schema
 from .base import PeapWidget
 
@@ -102,6 +103,8 @@ class SchemaEditor(PeapWidget):
     palette = t.List(t.Unicode(), default_value=PALETTE).tag(sync=True)
     current = t.Int(0).tag(sync=True)
     save_path = t.Unicode("").tag(sync=True)
+    #: why the last autosave failed ("" when the file holds every edit); the page shows it
+    save_error = t.Unicode("").tag(sync=True)
 
     def __init__(self, dataset, schema=None, path=None, model=None, **kwargs):
         source = _load_source(dataset, schema, model)
@@ -280,9 +283,10 @@ class SchemaEditor(PeapWidget):
         last = types[-1]["name"] if types else None
         return {
             "format": FORMAT, "version": 1,
+            # every mark, the last type's too (it is required anyway, but the mark is the
+            # user's and must survive a restart and a new type added after it)
             "schema": {"spans": self.span_names,
-                       "required": [st["name"] for st in types if st.get("required")
-                                    and st["name"] != last]},
+                       "required": [st["name"] for st in types if st.get("required")]},
             "span_colors": {st["name"]: st.get("color") for st in types},
             "lengths": [len(toks) for toks in self.tokens],
             "examples": self.records(),
@@ -294,7 +298,8 @@ class SchemaEditor(PeapWidget):
         target = Path(path).expanduser() if path is not None else self._path
         if target is None:
             raise PeapError("no path to save to: give save(path) or SchemaEditor(..., path=...)")
-        text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
+        text = json.dumps(finite_or_none(self.to_dict()), indent=1, ensure_ascii=False,
+                          default=_plain, allow_nan=False)
         if path is None and text == self._last_saved and target.exists():
             return target
         _write_atomic(target, text)
@@ -304,8 +309,25 @@ class SchemaEditor(PeapWidget):
 
     @t.observe("span_types", "annotations")
     def _autosave(self, change):
-        if getattr(self, "_path", None) is not None:
+        """Save every change; a failure (read-only file, full disk) is shown in the page
+        (``save_error``) and the edit stays in memory, saved with the next change or
+        `retry_save`."""
+        if getattr(self, "_path", None) is None:
+            return
+        self.retry_save()
+
+    def retry_save(self) -> bool:
+        """Write the autosave file now; True when it holds every edit."""
+        try:
             self.save()
+        except (OSError, TypeError, ValueError) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            self.save_error = (f"Not saved: {reason} ({self._path}). Your edits are kept in "
+                               "this session; they are saved with the next change once the "
+                               "file can be written (or use Download JSON).")
+            return False
+        self.save_error = ""
+        return True
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -447,7 +469,8 @@ def read_annotation_file(path, examples: list[dict], tokens: list[list[str]]) ->
         raise DatasetError(f"the schema in {path} is invalid: {err}; {keep}") from None
     colors = doc.get("span_colors") if isinstance(doc.get("span_colors"), Mapping) else {}
     names = list(schema.spans)
-    explicit = set(schema.to_dict()["required"])
+    marks = doc["schema"].get("required", ()) if isinstance(doc["schema"], Mapping) else ()
+    explicit = set(schema.to_dict()["required"]) | ({names[-1]} & set(marks))
     span_types = []
     for k, n in enumerate(names):
         c = colors.get(n)
@@ -515,14 +538,33 @@ def _bare(err: SchemaError) -> str:
     return msg[: -len(suffix)] if msg.endswith(suffix) else msg
 
 
+def _plain(value):
+    """JSON for numpy values in extra record fields (NaN as null)."""
+    if hasattr(value, "tolist"):
+        return finite_or_none(value.tolist())
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a new file gets under the umask, or the existing file's own mode."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)          # mkstemp makes 0600; follow the umask / the old file
         os.replace(tmp, path)
     except BaseException:
         try:
