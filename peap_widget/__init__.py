@@ -15,7 +15,8 @@ from .circuit import Circuit
 from .curves import MIB_FRACTIONS, FaithfulnessCurve, faithfulness_curve, mib_scores
 from .data import Dataset, Example
 from .evaluate import EvalResult, Evaluator, evaluate
-from .errors import DatasetError, PeapError, SchemaError, UnsupportedArchitectureError
+from .errors import (DatasetError, NormalisationError, PeapError, SchemaError,
+                     UnsupportedArchitectureError)
 from .graph import Graph, GraphConfig
 from .model import Model, load_model
 from .result import AttributionResult
@@ -41,7 +42,7 @@ def __getattr__(name):
 
 __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
            "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
-           "GraphConfig", "load_model", "Model", "PeapError", "Schema", "SchemaError",
+           "GraphConfig", "load_model", "Model", "NormalisationError", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError", *_WIDGETS]
 
 

@@ -15,6 +15,7 @@ import torch
 from .data import Batch, Dataset
 from .errors import PeapError
 from .metrics import last_token_logits
+from .model import model_lock
 
 ABLATIONS = ("counterfactual", "mean", "zero")
 
@@ -49,10 +50,11 @@ def head_deltas(adapter, src: SourceValues, layer: int, o: torch.Tensor,
 
 def read_activations(model, ids: torch.Tensor, lengths: torch.Tensor | None = None, metric=None,
                      batch: Batch | None = None) -> SourceValues:
-    """One gradient-free trace over ``ids`` reading every node output and q/k/v."""
+    """One gradient-free trace over ``ids`` reading every node output and q/k/v (holding
+    ``model.lock``)."""
     ad, nn = model.adapter, model.nn
     got: dict = {"o": [], "mlp": [], "q": [], "k": [], "v": []}
-    with torch.no_grad(), nn.trace(ids, remote=model.remote):
+    with model_lock(model), torch.no_grad(), nn.trace(ids, remote=model.remote):
         got["input"] = ad.read_input(nn).detach()
         for layer in range(ad.config.n_layers):
             att = ad.read_attention(nn, layer)
@@ -91,6 +93,9 @@ def ablation_sources(model, ds: Dataset, ablation: str, batch_size: int | None =
     counterfactual source also records ``metric`` of the corrupted run when given."""
     if ablation not in ABLATIONS:
         raise PeapError(f"unknown ablation {ablation!r}; use one of {ABLATIONS}")
+    ds.require_model(model)
+    if reference is not None:
+        reference.require_model(model)
     if ablation == "counterfactual":
         ds.require_counterfactuals()
         return lambda batch: counterfactual_values(model, batch, metric)

@@ -9,6 +9,7 @@ only span-aggregated sums leave it.
 from __future__ import annotations
 
 import gc
+import threading
 import warnings
 from contextlib import contextmanager
 
@@ -20,6 +21,7 @@ from .data import Batch, Dataset
 from .errors import PeapError
 from .memory import auto_batch_size, chunk_bytes, is_out_of_memory
 from .metrics import last_token_logits, resolve_metric
+from .model import model_lock
 from .result import AttributionResult
 from .scores import AGGREGATIONS, aggregate_pairs, aggregate_positions, crossing_values
 
@@ -27,17 +29,34 @@ METHODS = ("peap", "eap")
 EAP_SPAN = "all"
 
 
+_FROZEN_LOCK = threading.Lock()
+_FROZEN: dict[int, list] = {}   # id(module) -> [users, saved flags]
+
+
 @contextmanager
 def frozen_parameters(module: torch.nn.Module):
-    """No parameter gradients (we only need activation gradients); flags restored after."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
+    """No parameter gradients (we only need activation gradients); flags restored after.
+
+    Counted per module, so overlapping uses (threads sharing a model, nested calls) freeze once
+    and restore the flags from before the first only when the last one ends."""
+    key = id(module)
+    with _FROZEN_LOCK:
+        entry = _FROZEN.get(key)
+        if entry is None:
+            flags = [(p, p.requires_grad) for p in module.parameters()]
+            for p, _ in flags:
+                p.requires_grad_(False)
+            entry = _FROZEN[key] = [0, flags]
+        entry[0] += 1
     try:
         yield
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        with _FROZEN_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _FROZEN[key]
+                for p, flag in entry[1]:
+                    p.requires_grad_(flag)
 
 
 def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
@@ -106,8 +125,9 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             idx = list(range(done, min(n, done + size)))
             batch = ds.batch(idx, device=dev)
             try:
-                src = source(batch)
-                out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+                with model_lock(model):   # one batch's traces never interleave with others'
+                    src = source(batch)
+                    out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
                 failed = False
             except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
                 if not is_out_of_memory(err) or size == 1:

@@ -57,13 +57,25 @@ def _print_summary(summary: dict, methods, out) -> None:
     if "clean_accuracy" in summary:
         print(f"  model accuracy (logit diff > 0): {summary['clean_accuracy']:.3f}, "
               f"clean metric {summary['clean_metric']:.3f}, ablated {summary['ablated_metric']:.3f}")
+    if summary.get("task_warning"):
+        print(f"  WARNING: {summary['task_warning']}")
+    refused = summary.get("faithfulness_refused")
+    if refused:
+        print(f"  {refused}")
+    num = lambda v, f=".3f": "-" if v is None else format(v, f)  # noqa: E731
     for m in methods:
+        edges = f"{summary[f'{m}_circuit_edges']} edges"
+        if refused:
+            print(f"  {m.upper():5s} faithfulness, CPR and CMD not computed; circuit written: "
+                  f"{edges} (the largest curve size)")
+            continue
         e8, e95 = summary[f"{m}_edges_for_0.8"], summary[f"{m}_edges_for_0.95"]
         r8, r95 = summary[f"{m}_real_edges_for_0.8"], summary[f"{m}_real_edges_for_0.95"]
-        real = lambda r: "-" if r is None else f"{r:.0f}"  # noqa: E731
-        print(f"  {m.upper():5s} edges for f>=0.8: {e8} ({real(r8)} real per example), f>=0.95: "
-              f"{e95} ({real(r95)} real); CPR {summary[f'{m}_cpr']:.3f}, CMD {summary[f'{m}_cmd']:.3f}; "
-              f"circuit written: {summary[f'{m}_circuit_edges']} edges, f={summary[f'{m}_circuit_faithfulness']:.3f}")
+        reach = lambda e, r: ("not reached" if e is None  # noqa: E731
+                              else f"{e} ({num(r, '.0f')} real per example)")
+        print(f"  {m.upper():5s} edges for f>=0.8: {reach(e8, r8)}, f>=0.95: {reach(e95, r95)}; "
+              f"CPR {num(summary[f'{m}_cpr'])}, CMD {num(summary[f'{m}_cmd'])}; "
+              f"circuit written: {edges}, f={num(summary[f'{m}_circuit_faithfulness'])}")
     print(f"  wrote {out}/: report.html, faithfulness.png/.csv, edges_*, circuit_*, result_*, "
           f"summary.json ({summary['seconds']:.1f} s)")
 

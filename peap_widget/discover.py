@@ -21,7 +21,7 @@ from pathlib import Path
 from .attribution import attribute
 from .curves import faithfulness_curve, mib_scores
 from .errors import PeapError
-from .evaluate import Evaluator
+from .evaluate import Evaluator, NormalisationError
 from .report import write_report
 
 #: how `run_discovery` can write each `AttributionResult` (`AttributionResult.save` by suffix)
@@ -58,7 +58,10 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
     halves, or the first ``n_discovery`` records for discovery) and write the files to ``out``.
 
     The written circuit has ``n_edges`` edges, or by default is the smallest curve point whose
-    normalized faithfulness reaches 0.8. Returns the summary (also in ``summary.json``)."""
+    normalized faithfulness reaches 0.8 (the largest curve size when none does or when
+    normalized faithfulness is refused). Returns the summary (also in ``summary.json``, strict
+    JSON: a number that cannot be formed is null, with the reason in ``faithfulness_refused``;
+    ``task_warning`` says when the model does not do the task)."""
     if table_format not in ("csv", "parquet"):
         raise PeapError(f"table format must be csv or parquet, got {table_format!r}")
     if result_format not in RESULT_FORMATS:
@@ -94,6 +97,8 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
                    "ablated_metric": float(evaluator.empty_per_example.mean())}
         if not callable(metric) and metric == "logit_diff":
             summary["clean_accuracy"] = float((evaluator.clean_per_example > 0).mean())
+        summary["faithfulness_refused"] = evaluator.refusal
+        summary["task_warning"] = evaluator.warning
         for label, res in results.items():
             m = label.lower()
             table_path = tmp / f"edges_{m}.{table_format}"
@@ -102,7 +107,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
             else:
                 res.edges.to_parquet(table_path, index=False)
             res.save(tmp / f"result_{m}.{result_format}")
-            if n_edges is None:
+            if n_edges is None:   # None when no size reaches 0.8, or normalising is refused
                 point = curve.point(0.8, label)
                 size = (int(point["requested"]) if point is not None
                         else int(curve.table[curve.table.result == label].requested.max()))
@@ -113,7 +118,11 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
             circ.save(tmp / f"circuit_{m}.json")
             start_sizes[label] = size
             evals[label] = evaluator.run(circ)
-            scores = mib_scores(model, evald, res, evaluator=evaluator)
+            try:
+                scores = mib_scores(model, evald, res, evaluator=evaluator, progress=progress,
+                                    desc=f"{label} CPR/CMD")
+            except NormalisationError:   # the reason is in summary["faithfulness_refused"]
+                scores = {"cpr": None, "cmd": None}
             for level in (0.8, 0.95):
                 point = curve.point(level, label)
                 summary[f"{m}_edges_for_{level}"] = None if point is None else int(point["n_edges"])
@@ -127,10 +136,21 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_report(tmp / "report.html", title or f"peap_widget: {task.name} on {model.name}",
                      summary, results, start_sizes, curve, evals)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        summary = {k: _json_value(v) for k, v in summary.items()}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(tmp.iterdir()):
             os.replace(f, out / f.name)
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_value(v):
+    """A strict-JSON summary value: NaN and infinities become None (their reasons are in
+    ``faithfulness_refused`` / ``task_warning``)."""
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

@@ -38,3 +38,13 @@ class DatasetError(PeapError):
 
 class UnsupportedArchitectureError(PeapError):
     """The model's architecture has no adapter."""
+
+
+class NormalisationError(PeapError):
+    """Normalized faithfulness (and what is built on it: CPR, CMD, "edges for f >= 0.8") cannot
+    be computed because the metric of the full model and of the empty circuit are equal within
+    the tolerance (`peap_widget.evaluate.NORMALISE_RTOL`); ``reason`` says so with the numbers."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

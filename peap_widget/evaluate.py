@@ -24,9 +24,54 @@ from .ablation import SourceValues, ablation_sources, head_deltas
 from .attribution import frozen_parameters
 from .circuit import Circuit
 from .data import Batch, Dataset
-from .errors import PeapError
+from .errors import NormalisationError, PeapError  # noqa: F401  (NormalisationError: re-exported)
 from .metrics import METRICS, last_token_logits, resolve_metric
+from .model import model_lock
 from .scores import mixed_attention
+
+
+#: Relative tolerance, by the model's dtype, below which m(full) - m(empty) counts as zero:
+#: |m(full) - m(empty)| <= rtol * max(1, |m(full)|, |m(empty)|) refuses to normalise (see
+#: `normalisation_refusal`). The full circuit reproduces the clean run to ~1e-15 in float64 and
+#: to a few 1e-7 relative in float32 (toy-ioi: 7e-6 on a logit difference of 17); 16-bit models
+#: compute with an 8-bit mantissa.
+NORMALISE_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
+NORMALISE_RTOL_16BIT = 1e-2
+
+
+def normalisation_refusal(full: float, empty: float, rtol: float = 1e-6) -> str | None:
+    """Why (m(C) - m(empty)) / (m(full) - m(empty)) must not be formed, or None when it may:
+    a non-finite metric, or |m(full) - m(empty)| <= rtol * max(1, |m(full)|, |m(empty)|)."""
+    full, empty = float(full), float(empty)
+    if not (np.isfinite(full) and np.isfinite(empty)):
+        return (f"normalized faithfulness refused: the metric is not finite "
+                f"(full model {full}, empty circuit {empty})")
+    tol = rtol * max(1.0, abs(full), abs(empty))
+    gap = abs(full - empty)
+    if gap <= tol:
+        return (f"normalized faithfulness refused: the full model's metric ({full:.6g}) and the "
+                f"empty circuit's ({empty:.6g}) differ by {gap:.3g}, within the tolerance "
+                f"{tol:.3g} ({rtol:g} x max(1, |m(full)|, |m(empty)|)); the ablation does not move "
+                "the metric (are the corrupted prompts the clean ones?), so any ratio would be "
+                "noise over noise")
+    return None
+
+
+def task_warning(full: float, empty: float, accuracy: float | None = None,
+                 rtol: float = 1e-6) -> str | None:
+    """A warning when the model does not do the task on this data: its metric is below the
+    ablated one (the empty circuit) by more than the normalisation tolerance, or it gets no
+    example right (``accuracy`` 0)."""
+    notes = []
+    if accuracy is not None and accuracy == 0:
+        notes.append("the model gets no example right (accuracy 0)")
+    if (np.isfinite(full) and np.isfinite(empty)
+            and empty - full > rtol * max(1.0, abs(full), abs(empty))):
+        notes.append(f"the full model's metric ({full:.4g}) is below the ablated one ({empty:.4g})")
+    if not notes:
+        return None
+    return ("the model does not do this task: " + " and ".join(notes)
+            + "; circuits and faithfulness explain nothing here")
 
 
 @dataclass
@@ -36,7 +81,7 @@ class EvalResult:
     metric: float                 # m(C)
     clean_metric: float           # m(full model)
     empty_metric: float           # m(empty circuit) = the ablation source
-    faithfulness: float           # (m(C) - m(empty)) / (m(full) - m(empty))
+    faithfulness: float | None    # (m(C) - m(empty)) / (m(full) - m(empty)); None if refused
     soft: float                   # m(C) / m(full)
     hard: float                   # fraction of examples whose last-token argmax matches the full model's
     kl: float                     # mean KL(full model || circuit) of the last-token distribution
@@ -46,14 +91,17 @@ class EvalResult:
     fraction: float | None = None
     n_real_edges: float | None = None
     seconds: float = 0.0
+    refusal: str | None = None    # why ``faithfulness`` is None (see `normalisation_refusal`)
+    warning: str | None = None    # the model does not do the task (see `task_warning`)
 
     def as_dict(self) -> dict:
         keys = ("metric", "clean_metric", "empty_metric", "faithfulness", "soft", "hard", "kl",
-                "n_edges", "fraction", "n_real_edges", "seconds")
+                "n_edges", "fraction", "n_real_edges", "seconds", "refusal", "warning")
         return {k: getattr(self, k) for k in keys}
 
     def __repr__(self) -> str:
-        return (f"EvalResult(faithfulness={self.faithfulness:.4f}, metric={self.metric:.4g}, "
+        f = "None (refused)" if self.faithfulness is None else f"{self.faithfulness:.4f}"
+        return (f"EvalResult(faithfulness={f}, metric={self.metric:.4g}, "
                 f"clean={self.clean_metric:.4g}, empty={self.empty_metric:.4g}, soft={self.soft:.4f}, "
                 f"hard={self.hard:.3f}, kl={self.kl:.4g}, edges={self.n_edges})")
 
@@ -67,19 +115,30 @@ class Evaluator:
         ablation: ``"counterfactual"``, ``"mean"`` (per span type over ``reference``) or ``"zero"``.
         metric: ``"logit_diff"``, ``"prob_diff"`` or a callable.
         batch_size: examples per trace (None: all at once).
+
+    Every trace holds ``model.lock`` (construction as a whole, and each `run`), so evaluations
+    from a widget's thread and a notebook cell never interleave inside the model.
+    ``refusal`` says why normalized faithfulness is not formed on this data (None when it is),
+    ``warning`` when the model does not do the task.
     """
 
     def __init__(self, model, ds: Dataset, ablation: str = "counterfactual", metric="logit_diff",
                  batch_size: int | None = None, reference: Dataset | None = None):
         self.model, self.ds, self.ablation = model, ds, ablation
+        self.metric, self.batch_size, self.reference = metric, batch_size, reference
+        #: for a `subsample`: the examples of the parent's dataset it holds, and its size
+        self.indices: list[int] | None = None
+        self.sample_of: int | None = None
         self.metric_name, self.metric_fn = resolve_metric(metric)
         self.batches = list(ds.batches(batch_size, device=model.device))
-        source = ablation_sources(model, ds, ablation, batch_size, reference)
-        with torch.no_grad(), frozen_parameters(model.hf):
-            self.sources = [source(b) for b in self.batches]
-            self.clean_last = torch.cat([self._clean_logits(b) for b in self.batches])
+        with model_lock(model):
+            source = ablation_sources(model, ds, ablation, batch_size, reference)
+            with torch.no_grad(), frozen_parameters(model.hf):
+                self.sources = [source(b) for b in self.batches]
+                self.clean_last = torch.cat([self._clean_logits(b) for b in self.batches])
         self.clean_per_example = self._metric(self.clean_last).cpu().double().numpy()
         self._empty: np.ndarray | None = None
+        self.rtol = NORMALISE_RTOL.get(model.dtype, NORMALISE_RTOL_16BIT)
 
     def _clean_logits(self, batch: Batch) -> torch.Tensor:
         ad, nn = self.model.adapter, self.model.nn
@@ -118,38 +177,108 @@ class Evaluator:
 
     # --- runs ------------------------------------------------------------------------------------
 
-    def logits(self, circuit: Circuit) -> torch.Tensor:
-        """[N, vocab] last-token logits of the circuit run."""
+    def logits(self, circuit: Circuit, progress=None) -> torch.Tensor:
+        """[N, vocab] last-token logits of the circuit run (``progress(done, total)`` in
+        examples after each batch)."""
         not_in, cross = self._masks(circuit)
-        with torch.no_grad(), frozen_parameters(self.model.hf):
-            return torch.cat([_circuit_batch(self.model, b, s, not_in, cross)
-                              for b, s in zip(self.batches, self.sources)])
+        out, done, total = [], 0, len(self.ds)
+        with model_lock(self.model), torch.no_grad(), frozen_parameters(self.model.hf):
+            for b, s in zip(self.batches, self.sources):
+                out.append(_circuit_batch(self.model, b, s, not_in, cross))
+                done += len(b.lengths)
+                if progress is not None:
+                    progress(done, total)
+        return torch.cat(out)
 
     @property
     def empty_per_example(self) -> np.ndarray:
         if self._empty is None:
-            space = _any_space(self)
-            empty = Circuit(space, np.zeros(len(space), dtype=bool))
-            self._empty = self._metric(self.logits(empty)).cpu().double().numpy()
+            self._empty_run()
         return self._empty
 
-    def run(self, circuit: Circuit) -> EvalResult:
-        """Evaluate ``circuit``; see `EvalResult`."""
+    def _empty_run(self, progress=None) -> None:
+        with model_lock(self.model):
+            if self._empty is None:
+                space = _any_space(self)
+                empty = Circuit(space, np.zeros(len(space), dtype=bool))
+                self._empty = self._metric(self.logits(empty, progress)).cpu().double().numpy()
+
+    def subsample(self, n: int, seed: int = 0) -> "Evaluator":
+        """An `Evaluator` on ``n`` of this one's examples (drawn without replacement with
+        ``seed``, kept in dataset order), for quick interactive evaluations of big models; the
+        same ablation and metric, and mean ablation keeps this evaluator's reference (default
+        its whole dataset), so every example's numbers equal this evaluator's for it.
+        ``indices`` and ``sample_of`` say which examples of how many. ``n`` at least the size
+        gives this evaluator itself."""
+        N = len(self.ds)
+        if n >= N:
+            return self
+        if n < 1:
+            raise PeapError(f"a subsample needs at least one example, got {n}")
+        idx = sorted(np.random.default_rng(seed).choice(N, size=int(n), replace=False).tolist())
+        from .data import Dataset as _Dataset
+
+        sub_ds = _Dataset(self.ds.schema, [self.ds.examples[i] for i in idx], self.ds.tokenizer)
+        reference = self.reference if self.reference is not None else (
+            self.ds if self.ablation == "mean" else None)
+        sub = Evaluator(self.model, sub_ds, self.ablation, self.metric, self.batch_size, reference)
+        sub.indices, sub.sample_of = idx, N
+        return sub
+
+    @property
+    def clean_metric(self) -> float:
+        return float(self.clean_per_example.mean())
+
+    @property
+    def empty_metric(self) -> float:
+        return float(self.empty_per_example.mean())
+
+    @property
+    def refusal(self) -> str | None:
+        """Why normalized faithfulness is refused on this data (`normalisation_refusal` with
+        this evaluation's tolerance ``rtol``), or None."""
+        return normalisation_refusal(self.clean_metric, self.empty_metric, self.rtol)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Fraction of examples with a positive metric (for the logit or probability
+        difference: the correct answer ahead), None for a custom metric."""
+        if self.metric_name not in METRICS:
+            return None
+        return float((self.clean_per_example > 0).mean())
+
+    @property
+    def warning(self) -> str | None:
+        """`task_warning` for this data: the model does not do the task, or None."""
+        return task_warning(self.clean_metric, self.empty_metric, self.accuracy, self.rtol)
+
+    def run(self, circuit: Circuit, progress=None) -> EvalResult:
+        """Evaluate ``circuit``; see `EvalResult`. ``progress(done, total)`` is called with
+        example counts after each batch (the first run also computes the empty circuit's
+        metric: its batches count in ``total``)."""
         t0 = time.perf_counter()
-        last = self.logits(circuit)
+        with model_lock(self.model):
+            if self._empty is None and progress is not None:
+                n = len(self.ds)
+                self._empty_run(lambda d, _t: progress(d, 2 * n))
+                last = self.logits(circuit, lambda d, _t: progress(n + d, 2 * n))
+            else:
+                last = self.logits(circuit, progress)
+            empty_per = self.empty_per_example
         per = self._metric(last).cpu().double().numpy()
-        m, full, empty = per.mean(), self.clean_per_example.mean(), self.empty_per_example.mean()
+        m, full, empty = per.mean(), self.clean_per_example.mean(), empty_per.mean()
+        refusal = normalisation_refusal(full, empty, self.rtol)
         logp_c = torch.log_softmax(last.double(), -1)
         logp_f = torch.log_softmax(self.clean_last.double(), -1)
         kl = (logp_f.exp() * (logp_f - logp_c)).sum(-1).mean().item()
         hard = (last.argmax(-1) == self.clean_last.argmax(-1)).double().mean().item()
         return EvalResult(
             metric=float(m), clean_metric=float(full), empty_metric=float(empty),
-            faithfulness=float((m - empty) / (full - empty)) if full != empty else float("nan"),
+            faithfulness=None if refusal else float((m - empty) / (full - empty)),
             soft=float(m / full) if full != 0 else float("nan"), hard=hard, kl=kl,
             per_example=per, last_logits=last.cpu().double().numpy(),
             n_edges=circuit.n_edges, fraction=circuit.fraction, n_real_edges=circuit.n_real_edges,
-            seconds=time.perf_counter() - t0)
+            seconds=time.perf_counter() - t0, refusal=refusal, warning=self.warning)
 
 
 def _any_space(ev: Evaluator):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .ablation import read_activations
+from .model import model_lock
 
 
 def span_attention(model, ds, batch_size: int | None = 64) -> np.ndarray:
@@ -23,7 +24,8 @@ def span_attention(model, ds, batch_size: int | None = 64) -> np.ndarray:
     total = torch.zeros(L, H, S, S, dtype=torch.float64)
     queries = torch.zeros(S, dtype=torch.float64)
     for batch in ds.batches(batch_size, device=model.device):
-        acts = read_activations(model, batch.clean_ids)
+        with model_lock(model):   # the batch's one trace (read_activations holds it as well)
+            acts = read_activations(model, batch.clean_ids)
         onehot = batch.span_onehot(torch.float64)                          # [B, S, T]
         queries += onehot.sum((0, 2)).cpu()
         for layer in range(L):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,7 +22,13 @@ _DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float
 class Model:
     """A model ready for `attribute`: ``nn`` (nnsight ``TransformersModel``), ``hf`` (the HF
     module), ``tokenizer``, ``adapter`` (architecture access), ``graph`` (node/edge names) and
-    ``remote`` (run traces on NDIF)."""
+    ``remote`` (run traces on NDIF) and ``lock``.
+
+    ``lock`` (a `threading.RLock`) is held by every nnsight trace the package runs on this model
+    (attribution per batch, ablation source runs, an `Evaluator`'s construction and each of its
+    runs, the heads' span attention), so a notebook cell and a widget's evaluation in another
+    thread never interleave inside the model; hold it yourself around your own traces
+    (``with model.lock: ...``). It is re-entrant: the package's own nested uses are fine."""
 
     def __init__(self, nn, hf, tokenizer, adapter: Adapter, remote: bool = False, name: str = ""):
         self.nn = nn
@@ -30,6 +38,7 @@ class Model:
         self.remote = remote
         self.name = name or getattr(hf.config, "_name_or_path", "") or type(hf).__name__
         self.graph = Graph(adapter.config)
+        self.lock = threading.RLock()
 
     @property
     def device(self) -> torch.device:
@@ -44,6 +53,12 @@ class Model:
         return (f"Model({self.name!r}, family={self.adapter.family}, layers={c.n_layers}, "
                 f"heads={c.n_heads}, d_model={c.d_model}, device={self.device}, dtype={self.dtype}"
                 f"{', remote' if self.remote else ''})")
+
+
+def model_lock(model):
+    """``model.lock``, or a no-op context for a model-like object without one."""
+    lock = getattr(model, "lock", None)
+    return nullcontext() if lock is None else lock
 
 
 def _resolve_dtype(dtype):

@@ -137,9 +137,13 @@ def test_curves_and_mib_scores(tiny_results):
     assert list(t.result.unique()) == ["PEAP", "EAP"] and len(t) == 2 * len(pw.MIB_FRACTIONS)
     for name in ("PEAP", "EAP"):
         rows = t[t.result == name]
-        assert rows.fraction.tolist() == list(pw.MIB_FRACTIONS)
+        assert rows.requested_fraction.tolist() == list(pw.MIB_FRACTIONS)
+        # the circuit's own fraction (after path pruning), as Circuit.fraction
+        n_units = peap.full_circuit().units.n if name == "PEAP" else eap.full_circuit().units.n
+        np.testing.assert_allclose(rows.fraction, rows.n_edges / n_units, rtol=1e-12)
+        assert (rows.fraction <= rows.requested_fraction + 1e-12).all()
         assert rows.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-9)
-        x, y = rows.fraction.to_numpy(), rows.faithfulness.to_numpy()
+        x, y = rows.requested_fraction.to_numpy(), rows.faithfulness.to_numpy()
         manual = sum((y[i] + y[i + 1]) / 2 * (x[i + 1] - x[i]) for i in range(len(x) - 1))
         assert curve.area(result=name) == pytest.approx(manual, rel=1e-12)
         need = curve.edges_needed(0.8, name)

@@ -88,7 +88,7 @@ def test_drag_tag_navigate_undo(chromium, tmp_path, tok):
         assert page.locator("[data-token]").count() == 14
         assert page.locator("[data-token='1']").get_attribute("data-span") == "IO"
         assert chip_style(page, 1) == [tint(PALETTE[1], 0.28), tint(PALETTE[1], 1)]
-        assert page.locator("[data-role=ok]").inner_text() == "✓ Example 1 is valid"
+        assert page.locator("[data-role=ok]").inner_text() == "✓ Example 0 is valid"   # from 0
 
         # drag over "went to" (tokens 4-5) and press 6: they become S2; action1 keeps "the store ,"
         drag(page, 4, 5)
@@ -112,10 +112,10 @@ def test_drag_tag_navigate_undo(chromium, tmp_path, tok):
         screenshot(page, "schema_editor_invalid")
 
         # keyboard navigation
-        for key, pos in [("ArrowRight", 2), ("j", 3), ("k", 2), ("ArrowLeft", 1), ("ArrowLeft", 1)]:
+        for key, pos in [("ArrowRight", 1), ("j", 2), ("k", 1), ("ArrowLeft", 0), ("ArrowLeft", 0)]:
             page.keyboard.press(key)
-            assert page.locator("[data-role=position]").inner_text() == f"Example {pos} / 5"
-            assert model(page, "current") == pos - 1
+            assert page.locator("[data-role=position]").inner_text() == f"Example {pos} (0–4)"
+            assert model(page, "current") == pos
         page.locator("[data-action=next]").click()
         assert model(page, "current") == 1
         page.keyboard.press("n")                                   # next invalid: example 1
@@ -265,5 +265,61 @@ def test_page_edits_feed_back_to_python(chromium, tmp_path, tok):
         assert resumed.dataset.to_records() == out.to_records() == ref.to_records()
         # and the autosave file has them too
         assert pw.Dataset.from_json(tmp_path / "ann.json", tok).to_records() == ref.to_records()
+    finally:
+        page.stop_server()
+
+
+def test_keyboard_only_selection_and_tagging(chromium, tmp_path, tok):
+    """Token chips take the focus (roving tabindex: one chip in the tab order), arrows move it,
+    Shift+arrows extend a range from anywhere (not only from token 0), the focus is visible,
+    and a number key tags the range; example numbers are 0-based, as in Python's errors."""
+    ds = pw.Dataset.from_records(tiny_records(), tok)
+    page = open_editor(chromium, pw.SchemaEditor(ds), tmp_path, "keys.html")
+    try:
+        chips = page.locator("[data-token]")
+        assert [c.get_attribute("tabindex") for c in chips.all()] == ["0"] + ["-1"] * 13
+        assert page.locator("[role=listbox] [role=option]").count() == 14
+        focused = lambda: page.evaluate("document.activeElement.dataset.token")  # noqa: E731
+        for tabs in range(1, 40):                     # Tab reaches the tokens (one stop)
+            page.keyboard.press("Tab")
+            if focused() is not None:
+                break
+        assert focused() == "0"
+        page.keyboard.press("Tab")                    # and leaves them in one step
+        assert focused() is None
+        page.keyboard.press("Shift+Tab")
+        assert focused() == "0"
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+        assert focused() == "4"
+        assert [c.get_attribute("tabindex") for c in chips.all()].count("0") == 1
+        assert chips.nth(4).get_attribute("tabindex") == "0"
+        style = chips.nth(4).evaluate("el => getComputedStyle(el).outlineStyle + ' ' + getComputedStyle(el).outlineWidth")
+        assert style.startswith("solid") and not style.endswith(" 0px")   # a visible focus
+        page.keyboard.press("Shift+ArrowRight")
+        assert focused() == "5"
+        assert "2 tokens selected [4, 6)" in page.locator("[data-role=selection]").inner_text()
+        assert chips.nth(4).get_attribute("aria-selected") == "true"
+        screenshot(page, "schema_editor_keyboard")
+        page.keyboard.press("6")                      # tag tokens 4-5 as S2, focus stays
+        ann = model(page, "annotations")[0]
+        assert ann == [[0, 1], [1, 2], [2, 3], [3, 4], [6, 9], [4, 6], [9, 13], [13, 14]]
+        assert focused() == "5"
+        # Shift+ArrowLeft past the anchor, Home / End, a plain arrow collapses the range
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("Shift+ArrowLeft")
+        page.keyboard.press("Shift+ArrowLeft")
+        assert "3 tokens selected [2, 5)" in page.locator("[data-role=selection]").inner_text()
+        page.keyboard.press("End")
+        assert focused() == "13"
+        assert "1 token selected [13, 14)" in page.locator("[data-role=selection]").inner_text()
+        page.keyboard.press("Home")
+        assert focused() == "0"
+        # j / k still change examples from the tokens; numbers are 0-based
+        page.keyboard.press("j")
+        assert model(page, "current") == 1
+        assert page.locator("[data-role=position]").inner_text() == "Example 1 (0–4)"
+        assert page.locator("[data-example='1']").get_attribute("title").startswith("Example 1:")
+        assert not page.errors
     finally:
         page.stop_server()

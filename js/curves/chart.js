@@ -47,7 +47,7 @@ const CSS = `
 let chartCount = 0;
 
 const DEFAULTS = {
-  series: [], current: null, measure: "faithfulness", x: "fraction", title: "",
+  series: [], current: null, measure: "faithfulness", x: "fraction", title: "", refusal: "",
   width: null, height: 380, tooltip: true, legend: true, onHover: null,
 };
 
@@ -63,6 +63,8 @@ const DEFAULTS = {
  *   measure  "faithfulness" | "soft" | "hard" | "kl"                       (y)
  *   x        "fraction" | "n_edges" | "n_real_edges" | "real_fraction" (log axes) | "fraction_linear"
  *   title    text above the legend ("" for none)
+ *   refusal  why normalized faithfulness was not computed ("" when it was): with measure
+ *            "faithfulness" the chart shows this reason instead of lines and the current point
  *   width    px (null: the container's width, following resizes); height px (380)
  *   tooltip  show the built-in tooltip on hover (true); legend (true)
  *   onHover  called with {series, seriesIndex, index, point, current, group} or null (`group`:
@@ -94,9 +96,10 @@ export function drawChart(container, opts = {}) {
     lastWidth = W;
     const measure = MEASURES[o.measure] ? o.measure : "faithfulness";
     const m = MEASURES[measure], ax = X_AXES[o.x] ?? X_AXES.fraction;
-    const all = project(o.series, measure, o.x);
+    const refused = measure === "faithfulness" && o.refusal ? String(o.refusal) : "";
+    const all = refused ? [] : project(o.series, measure, o.x);
     const shown = all.filter((s) => !hidden.has(s.name));
-    const cur = o.current && typeof o.current === "object" ? o.current : null;
+    const cur = !refused && o.current && typeof o.current === "object" ? o.current : null;
     const cx = cur?.[ax.key], cy = cur?.[measure];
     const curOk = cur && isNum(cx) && isNum(cy) && (!ax.log || cx > 0);
 
@@ -269,7 +272,13 @@ export function drawChart(container, opts = {}) {
       next.append(lg);
     }
 
-    if (!targets.length) {
+    if (refused) {
+      const lines = wrapText(refused, Math.max(160, plot.x1 - plot.x0 - 40), 12.5);
+      const y0 = (plot.y0 + plot.y1) / 2 - (lines.length - 1) * 9;
+      next.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: y0, "text-anchor": "middle",
+        "font-size": 12.5, fill: "#7c2d12", class: "pc-refusal" },
+      lines.map((line, k) => el("tspan", { x: (plot.x0 + plot.x1) / 2, dy: k ? 18 : 0 }, line))));
+    } else if (!targets.length) {
       next.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: (plot.y0 + plot.y1) / 2,
         "text-anchor": "middle", "font-size": 13, fill: FAINT, class: "pc-empty" },
       all.length ? "no points to show on this axis" : "no curves yet"));
@@ -395,6 +404,18 @@ export function drawChart(container, opts = {}) {
     toPNG: (scale = 2) => pngBlob(svg, scale),
     hover,
   };
+}
+
+/** `text` broken at spaces into lines at most `maxWidth` px wide in the chart font. */
+function wrapText(text, maxWidth, size) {
+  const lines = [];
+  let line = "";
+  for (const word of String(text).split(/\s+/)) {
+    const next = line ? `${line} ${word}` : word;
+    if (line && textWidth(next, size) > maxWidth) { lines.push(line); line = word; } else line = next;
+  }
+  if (line) lines.push(line);
+  return lines;
 }
 
 let measureCtx = null;

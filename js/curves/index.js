@@ -7,7 +7,7 @@ import { onChange, update } from "../lib/model.js";
 import { drawChart } from "./chart.js";
 import { MEASURES, X_AXES, isNum } from "./logic.js";
 
-const TRAITS = ["series", "current", "measure", "x", "title"];
+const TRAITS = ["series", "current", "measure", "x", "title", "refusal", "warning"];
 
 function options(model) {
   return {
@@ -16,6 +16,7 @@ function options(model) {
     measure: model.get("measure") || "faithfulness",
     x: model.get("x") || "fraction",
     title: model.get("title") ?? "",
+    refusal: model.get("refusal") ?? "",
   };
 }
 
@@ -44,7 +45,9 @@ function render({ model, el }) {
     h("span", { class: "pcw-spacer" }),
     exportButton("svg"), exportButton("png"));
   const plot = h("div", { class: "pcw-plot" });
-  const root = h("div", { class: "peap-curves" }, toolbar, plot);
+  // the model does not do the task / normalized faithfulness refused: said above the chart
+  const notice = h("div", { class: "pcw-notice", role: "status", hidden: true });
+  const root = h("div", { class: "peap-curves" }, toolbar, notice, plot);
   el.append(root);
 
   const chart = drawChart(plot, options(model));
@@ -57,6 +60,10 @@ function render({ model, el }) {
       b.setAttribute("aria-pressed", String(on));
     }
     xSelect.value = o.x;
+    // the refusal is drawn in the chart for normalized faithfulness; said here for the others
+    const notes = [model.get("warning"), o.measure !== "faithfulness" && o.refusal].filter(Boolean);
+    notice.textContent = notes.join(" · ");
+    notice.hidden = notes.length === 0;
     // an axis no point has a value for (real edges without span lengths) cannot be chosen
     for (const opt of xSelect.options) {
       const key = X_AXES[opt.value].key;

@@ -6,9 +6,9 @@ import { onChange } from "../lib/model.js";
 import * as L from "./logic.js";
 
 const HELP = [
-  ["Select", "click · shift-click · drag · Ctrl+A"],
+  ["Select", "click · shift-click · drag · Ctrl+A · Tab to the tokens, ← → move, Shift+← → extend, Home End"],
   ["Assign", "1–9 or a span type button · 0 / Del clears"],
-  ["Examples", "← → or j k · n next invalid"],
+  ["Examples", "← → (outside the tokens) or j k · n next invalid · numbered from 0, as ds.examples[i]"],
   ["Undo", "Ctrl+Z · redo Ctrl+Shift+Z / Ctrl+Y"],
   ["•", "required span (never empty)"],
 ];
@@ -42,8 +42,9 @@ function render({ model, el }) {
   el.append(root);
 
   // UI state that is not synced: the selection, the open panels, the undo history.
+  // `cursor`: the token chip that takes the focus (roving tabindex: the only chip with tabindex 0)
   const ui = { sel: null, dragging: false, panel: false, colorOf: -1, notice: "", typeError: "",
-    history: L.createHistory(), own: false };
+    history: L.createHistory(), own: false, cursor: 0 };
 
   const get = (name) => model.get(name);
   const types = () => get("span_types") ?? [];
@@ -117,6 +118,7 @@ function render({ model, el }) {
     if (!n) return;
     ui.sel = null;
     ui.notice = "";
+    ui.cursor = 0;
     write({ current: clamp(i, 0, n - 1) });
   }
 
@@ -276,13 +278,15 @@ function render({ model, el }) {
     const cur = current();
     fill(box.nav,
       button("‹", "prev", () => go(cur - 1), { disabled: cur === 0, title: "Previous example (← or k)" }),
-      h("span", { class: "pse-position", "data-role": "position" }, `Example ${cur + 1} / ${n}`),
+      h("span", { class: "pse-position", "data-role": "position",
+        title: "Examples are numbered from 0, as ds.examples[i] and Python's error messages" },
+      `Example ${cur} (0–${n - 1})`),
       button("›", "next", () => go(cur + 1), { disabled: cur >= n - 1, title: "Next example (→ or j)" }),
       button("Next invalid", "next-invalid", nextInvalid, { disabled: !sum.invalid, title: "n" }),
       h("div", { class: "pse-strip" }, ...sum.errors.map((err, i) => h("button", {
         type: "button", "data-example": i, tabindex: "-1",
         class: `pse-dot ${err ? "bad" : "ok"} ${i === cur ? "current" : ""}`,
-        title: `Example ${i + 1}: ${err ? `${err.span ?? ""} ${err.rule}` : "valid"}`,
+        title: `Example ${i}: ${err ? `${err.span ?? ""} ${err.rule}` : "valid"}`,
         onclick: () => { go(i); root.focus({ preventScroll: true }); },
       }))),
     );
@@ -302,6 +306,11 @@ function render({ model, el }) {
     const { labels, overlap } = L.labelsOf(ranges, toks.length);
     const errIndex = err?.span != null ? st.findIndex((t) => t.name === err.span) : -1;
     const bad = (i) => !!err?.tokens && i >= err.tokens[0] && i < err.tokens[1];
+    const hadFocus = box.tokens.contains(document.activeElement);
+    ui.cursor = clamp(ui.cursor, 0, Math.max(0, toks.length - 1));
+    box.tokens.setAttribute("role", "listbox");
+    box.tokens.setAttribute("aria-multiselectable", "true");
+    box.tokens.setAttribute("aria-label", `tokens of example ${cur}: arrows move, Shift+arrows extend the selection, 1–9 tag it`);
     box.tokens.replaceChildren(...toks.map((tok, i) => {
       const u = labels[i];
       const t = st[u];
@@ -310,6 +319,9 @@ function render({ model, el }) {
         class: ["pse-chip", t ? "labelled" : "unlabelled", bad(i) ? "error" : "",
           overlap[i] ? "overlap" : ""].join(" ").trim(),
         "data-token": i, "data-span": t?.name ?? "", title: `token ${i}: ${JSON.stringify(tok)}${t ? ` — ${t.name}` : ""}`,
+        role: "option", tabindex: i === ui.cursor ? "0" : "-1", "aria-selected": "false",
+        "aria-label": `token ${i} ${L.displayToken(tok)}${t ? `, ${t.name}` : ", not tagged"}`,
+        onfocus: () => setCursor(i),
         style: t ? { background: L.tint(t.color, 0.28), borderColor: t.color } : {},
       }, h("span", { class: "pse-tag", style: t ? { color: L.tint(t.color, 1) } : {} }, first ? t.name : "\u00a0"),
       h("span", { class: "pse-text" }, L.displayToken(tok)),
@@ -323,6 +335,21 @@ function render({ model, el }) {
     h("button", { type: "button", class: "pse-mini", "data-action": "empty",
       title: `Mark ${t.name} empty in this example`, onclick: () => { editCurrent((r) => L.setEmpty(r, k)); root.focus({ preventScroll: true }); } }, "∅"))));
     paintSelection();
+    if (hadFocus) box.tokens.children[ui.cursor]?.focus({ preventScroll: true });
+  }
+
+  /** Make token chip `i` (clamped) the one with tabindex 0. */
+  function setCursor(i) {
+    const chips = box.tokens.children;
+    if (!chips.length) return;
+    ui.cursor = clamp(i, 0, chips.length - 1);
+    for (const c of chips) c.tabIndex = Number(c.dataset.token) === ui.cursor ? 0 : -1;
+  }
+
+  /** Move the keyboard focus to token chip `i` (clamped). */
+  function focusChip(i) {
+    setCursor(i);
+    box.tokens.children[ui.cursor]?.focus({ preventScroll: false });
   }
 
   function drawStatus(err = summary().errors[current()] ?? null) {
@@ -330,12 +357,12 @@ function render({ model, el }) {
     const parts = [];
     if (err) {
       parts.push(h("div", { class: "pse-error", "data-role": "error", "data-rule": err.rule, "data-span": err.span ?? "" },
-        h("b", {}, `Example ${cur + 1} is invalid`),
+        h("b", {}, `Example ${cur} is invalid`),
         err.span != null ? [" — span ", h("code", {}, err.span)] : null, `: ${err.message} `,
         h("span", { class: "pse-rule" }, err.rule),
         HINTS[err.rule] ? h("div", { class: "pse-hint" }, HINTS[err.rule]) : null));
     } else if (tokens().length) {
-      parts.push(h("div", { class: "pse-ok", "data-role": "ok" }, `✓ Example ${cur + 1} is valid`));
+      parts.push(h("div", { class: "pse-ok", "data-role": "ok" }, `✓ Example ${cur} is valid`));
     }
     if (ui.notice) parts.push(h("div", { class: "pse-notice", "data-role": "notice" }, ui.notice));
     fill(box.status, parts);
@@ -346,7 +373,9 @@ function render({ model, el }) {
     const r = selected();
     for (const chip of box.tokens.children) {
       const i = Number(chip.dataset.token);
-      chip.classList.toggle("selected", !!r && i >= r[0] && i < r[1]);
+      const on = !!r && i >= r[0] && i < r[1];
+      chip.classList.toggle("selected", on);
+      chip.setAttribute("aria-selected", String(on));
     }
     const info = box.palette.querySelector("[data-role='selection']");
     if (info) {
@@ -361,10 +390,13 @@ function render({ model, el }) {
   box.tokens.addEventListener("mousedown", (e) => {
     if (e.button !== 0) return;
     e.preventDefault();
-    root.focus({ preventScroll: true });
     const chip = chipOf(e);
+    // the mouse leaves the focus on the editor (arrows keep changing examples); the clicked
+    // chip becomes the one Tab reaches
+    root.focus({ preventScroll: true });
     if (!chip) { ui.sel = null; paintSelection(); return; }
     const i = Number(chip.dataset.token);
+    setCursor(i);
     ui.sel = e.shiftKey && ui.sel ? { anchor: ui.sel.anchor, focus: i } : { anchor: i, focus: i };
     ui.dragging = true;
     ui.notice = "";
@@ -385,6 +417,27 @@ function render({ model, el }) {
     const key = e.key;
     const mod = e.ctrlKey || e.metaKey;
     let handled = true;
+    const onChip = !!e.target.closest?.("[data-token]") && box.tokens.contains(e.target);
+    const nTok = tokens()[current()]?.length ?? 0;
+    const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -1, ArrowDown: 1 }[key];
+    if (onChip && !mod && !e.altKey && (step || key === "Home" || key === "End" || key === " ")) {
+      // in the tokens: arrows move the focus, Shift+arrows extend the selection from its anchor
+      if (key === " ") {
+        ui.sel = e.shiftKey && ui.sel ? { anchor: ui.sel.anchor, focus: ui.cursor }
+          : { anchor: ui.cursor, focus: ui.cursor };
+      } else {
+        const to = key === "Home" ? 0 : key === "End" ? nTok - 1 : clamp(ui.cursor + step, 0, nTok - 1);
+        const from = ui.cursor;
+        focusChip(to);
+        ui.sel = e.shiftKey ? { anchor: ui.sel?.anchor ?? from, focus: to } : { anchor: to, focus: to };
+      }
+      ui.notice = "";
+      paintSelection();
+      drawStatus();
+      e.preventDefault();
+      e.stopPropagation();
+      return;
+    }
     if (mod && key.toLowerCase() === "z") restore(e.shiftKey ? L.redo : L.undo);
     else if (mod && key.toLowerCase() === "y") restore(L.redo);
     else if (mod && key.toLowerCase() === "a") {

@@ -96,6 +96,18 @@ def curve_series(curves) -> list[dict]:
                     f"its table, or a list of them; got {type(curves).__name__}")
 
 
+def _notes(curves) -> dict:
+    """{"refusal", "warning"} of a curve (or the distinct ones of several, joined)."""
+    if isinstance(curves, Mapping):
+        curves = list(curves.values())
+    items = curves if isinstance(curves, (list, tuple)) else [curves]
+    out = {}
+    for key in ("refusal", "warning"):
+        seen = dict.fromkeys(str(v) for c in items if (v := getattr(c, key, None)))
+        out[key] = " · ".join(seen)
+    return out
+
+
 def _dedupe(series: list[dict]) -> list[dict]:
     seen: dict[str, int] = {}
     out = []
@@ -136,6 +148,9 @@ class FaithfulnessCurves(PeapWidget):
             real_fraction, faithfulness, soft, hard, kl}`` (missing values may be None) or None;
             `set_current` builds it from a circuit and its evaluation.
         measure: y axis: ``"faithfulness"`` (normalized), ``"soft"``, ``"hard"`` or ``"kl"``.
+        refusal, warning: default the curve's (`FaithfulnessCurve.refusal` / ``.warning``):
+            why normalized faithfulness was not computed (the chart then shows this reason
+            instead of the faithfulness lines) and whether the model does the task.
         x: size axis: ``"fraction"`` (of edges), ``"n_edges"``, ``"n_real_edges"`` (real
             per-example edges), ``"real_fraction"`` (log scales; sizes <= 0 are left out and
             the chart says how many), or ``"fraction_linear"``.
@@ -143,7 +158,7 @@ class FaithfulnessCurves(PeapWidget):
 
     Traits (synced): ``series`` ([{name, points: [{n_edges, fraction, n_real_edges,
     real_fraction, faithfulness, soft, hard, kl}]}], NaN as None), ``current``, ``measure``,
-    ``x``, ``title``. The chart's measure and axis switches write ``measure`` and ``x``.
+    ``x``, ``title``, ``refusal``, ``warning``. The chart's measure and axis switches write ``measure`` and ``x``.
 
     Example:
         >>> curve = pw.faithfulness_curve(model, ds, {"PEAP": peap, "EAP": eap})   # doctest: +SKIP
@@ -162,9 +177,14 @@ class FaithfulnessCurves(PeapWidget):
     measure = t.Unicode("faithfulness").tag(sync=True)
     x = t.Unicode("fraction").tag(sync=True)
     title = t.Unicode("").tag(sync=True)
+    refusal = t.Unicode("").tag(sync=True)
+    warning = t.Unicode("").tag(sync=True)
 
     def __init__(self, curves=None, current=None, measure: str = "faithfulness",
                  x: str = "fraction", title: str = "", **kwargs):
+        notes = _notes(curves)
+        kwargs.setdefault("refusal", notes["refusal"])
+        kwargs.setdefault("warning", notes["warning"])
         super().__init__(series=curve_series(curves), current=current, measure=measure, x=x,
                          title=title, **kwargs)
 
@@ -223,6 +243,10 @@ class FaithfulnessCurves(PeapWidget):
             >>> w.add(pw.faithfulness_curve(model, ds, {"EAP-IG": eap_ig}))   # doctest: +SKIP
         """
         self.series = _dedupe(list(self.series) + curve_series(curves))
+        notes = _notes(curves)
+        for key in ("refusal", "warning"):
+            if notes[key] and notes[key] not in getattr(self, key):
+                setattr(self, key, " · ".join(filter(None, [getattr(self, key), notes[key]])))
         return self
 
     def __repr__(self) -> str:

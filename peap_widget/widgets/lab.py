@@ -7,12 +7,13 @@ It only arranges the other widgets (ipywidgets tabs); the work is done by `pw.at
 
 from __future__ import annotations
 
+import html
 import time
 
 import ipywidgets as W
 
 from ..attribution import attribute
-from ..curves import faithfulness_curve
+from ..curves import MIB_FRACTIONS, faithfulness_curve
 from ..errors import PeapError
 from ..evaluate import Evaluator
 from .circuit_explorer import CircuitExplorer
@@ -22,13 +23,22 @@ from .schema_editor import SchemaEditor
 
 TABS = ("1 · Schema", "2 · Attribute", "3 · Explore", "4 · Curves")
 
+#: the run's cost in passes over the data, per stage (for one progress bar over the whole run):
+#: an attribution (ablation source, clean forward, backward), the evaluator's cached runs
+#: (ablation source, clean), one circuit evaluation, the explorer's set-up (attention per span
+#: pair and its first evaluation)
+COST = {"attribution": 3.0, "evaluator": 2.0, "circuit": 1.0, "explorer": 2.0}
+
 
 class CircuitLab(W.VBox):
     """Position-aware circuit discovery in one widget.
 
     1. **Schema**: the `SchemaEditor` over ``dataset`` (autosaved to ``path`` when given).
-    2. **Attribute**: choose the ablation and methods, press *Run*: PEAP and EAP scores with a
-       progress bar, then a faithfulness curve for each.
+    2. **Attribute**: choose the ablation and methods, press *Run*: PEAP and EAP scores, then a
+       faithfulness curve for each, under one progress bar over the whole run (``progress``,
+       in thousandths, with the stage beside it in ``stage``). When normalized faithfulness
+       is refused on the data (the ablation does not move the metric) or the model does not do
+       the task, the status line says so and suggests no circuit size.
     3. **Explore**: the `CircuitExplorer` on the first method's result; each edit is
        re-evaluated and drawn as the current point on the curves.
     4. **Curves**: `FaithfulnessCurves` of every method on the same data.
@@ -63,11 +73,14 @@ class CircuitLab(W.VBox):
                              for m in self.methods]
         self.run_button = W.Button(description="Run attribution", button_style="primary",
                                    icon="play")
-        self.progress = W.IntProgress(value=0, min=0, max=1, description="", bar_style="")
+        #: one bar over the whole run (attribution, the faithfulness curves, the explorer),
+        #: in thousandths; ``stage`` says what runs now
+        self.progress = W.IntProgress(value=0, min=0, max=1000, description="", bar_style="")
+        self.stage = W.HTML("")
         self.status = W.HTML("Annotate the spans (tab 1), then press <b>Run attribution</b>.")
         self.run_button.on_click(lambda _b: self.run())
         attribute_tab = W.VBox([W.HBox([self.ablation, *self.method_boxes, self.run_button]),
-                                self.progress, self.status])
+                                W.HBox([self.progress, self.stage]), self.status])
         self._explore_tab = W.VBox([W.HTML("<i>Run the attribution first.</i>")])
         self._curves_tab = W.VBox([W.HTML("<i>Run the attribution first.</i>")])
         self.tabs = W.Tab(children=[self.schema_editor, attribute_tab, self._explore_tab,
@@ -95,44 +108,86 @@ class CircuitLab(W.VBox):
             return False
         self.run_button.disabled = True
         started = time.perf_counter()
+        n_sizes = len(MIB_FRACTIONS if self.curve_sizes is None else self.curve_sizes)
+        plan = ([("attribution", COST["attribution"])] * len(chosen)
+                + [("evaluator", COST["evaluator"]),
+                   ("curves", COST["circuit"] * (len(chosen) * n_sizes + 1)),   # + the empty one
+                   ("explorer", COST["explorer"])])
+        total = sum(w for _, w in plan)
+        done_before = [0.0]
+
+        def stage(k: int, label: str):
+            """Start stage ``k`` of ``plan``; returns ``report(done, of)`` for it."""
+            done_before[0] = sum(w for _, w in plan[:k])
+            weight = plan[k][1]
+
+            def report(done, of):
+                frac = (done_before[0] + weight * (done / of if of else 1)) / total
+                self.stage.value = f"{html.escape(label)} {done}/{of}"
+                self.progress.value = min(self.progress.max, int(round(frac * self.progress.max)))
+            self.stage.value = html.escape(label)
+            report(0, 1)
+            return report
+
+        self.progress.value = 0
         try:
             self.results = {}
-            for m in chosen:
+            for k, m in enumerate(chosen):
                 self._say(f"{m.upper()} attribution on {len(ds)} examples…", "info")
-
-                def report(done, total):
-                    self.progress.max, self.progress.value = total, done
-
+                report = stage(k, f"{m.upper()} attribution: examples")
                 self.results[m.upper()] = attribute(self.model, ds, method=m,
                                                     ablation=self.ablation.value,
                                                     batch_size=self.batch_size, progress=report)
+            k = len(chosen)
             self._say("Faithfulness curves…", "info")
+            stage(k, "Faithfulness curves: clean and ablated runs")
             evaluator = Evaluator(self.model, ds, self.ablation.value, batch_size=self.batch_size)
+            report = stage(k + 1, "Faithfulness curves: circuits")
+            evaluator.empty_per_example          # the empty circuit: one step of this stage
+            report(1, len(chosen) * n_sizes + 1)
             self.curve = faithfulness_curve(self.model, ds, self.results, sizes=self.curve_sizes,
-                                            evaluator=evaluator, progress=False)
+                                            evaluator=evaluator,
+                                            progress=lambda d, t: report(d + 1, t + 1))
+            stage(k + 2, "Opening the explorer…")
             first = next(iter(self.results.values()))
             self.explorer = CircuitExplorer(first, self.model, ds, curves=self.curve,
                                             evaluator=evaluator)
+            # the panel's "metric (clean ...)": both on the data the evaluations ran on
+            self.explorer.info = {**self.explorer.info, "clean_metric": evaluator.clean_metric}
             self.curves = FaithfulnessCurves(self.curve)
             self.explorer.observe(self._follow, names="evaluation")
             self._follow(None)
             self._explore_tab.children = [self.explorer]
             self._curves_tab.children = [self.curves]
+            self.stage.value = "done"
+            self.progress.value = self.progress.max
         except Exception as e:  # shown in the widget; the annotations are untouched
-            self._say(f"<b>Failed:</b> {type(e).__name__}: {e}", "danger")
+            self._say(f"<b>Failed:</b> {type(e).__name__}: {html.escape(str(e))}", "danger")
             raise
         finally:
             self.run_button.disabled = False
         took = time.perf_counter() - started
-        summary = ", ".join(f"{k}: f≥0.8 at {self.curve.edges_needed(0.8, k)} edges"
-                            for k in self.results)
-        self._say(f"Done in {took:.1f} s. {summary}.", "success")
+        notes = [html.escape(n) for n in (self.curve.warning, self.curve.refusal) if n]
+        if self.curve.refusal:
+            summary = "Normalized faithfulness was not computed, so no circuit size is suggested"
+        else:
+            summary = ", ".join(
+                f"{k}: " + (f"f≥0.8 at {e} edges" if (e := self.curve.edges_needed(0.8, k)) is not None
+                            else "f≥0.8 not reached at the sizes tried")
+                for k in self.results)
+        text = f"Done in {took:.1f} s. {summary}."
+        if notes:
+            text += "<br><b>Note:</b> " + "<br>".join(notes)
+        text += (f"<br>All numbers (explorer, curves) are on these {len(ds)} examples, the data "
+                 "the attribution ran on.")
+        self._say(text, "warning" if notes else "success")
         self.tabs.selected_index = 2
         return True
 
     def _follow(self, _change):
         ev = self.explorer.evaluation
-        if self.curves is not None and ev.get("faithfulness") is not None:
+        # a refused faithfulness (None) still places the point for soft, hard and KL
+        if self.curves is not None and ev and not ev.get("error") and ev.get("n_edges") is not None:
             self.curves.current = current_point(None, _Eval(ev), "current circuit")
 
     def to_html(self, path, title: str = "Circuit lab"):
@@ -147,3 +202,6 @@ class _Eval:
 
     def __init__(self, ev: dict):
         self.__dict__.update(ev)
+
+    def __getattr__(self, name):   # a value the dict lacks: unknown
+        return None
