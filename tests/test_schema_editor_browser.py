@@ -323,3 +323,29 @@ def test_keyboard_only_selection_and_tagging(chromium, tmp_path, tok):
         assert not page.errors
     finally:
         page.stop_server()
+
+
+def test_a_failed_autosave_is_shown_in_the_page(chromium, tmp_path, tok):
+    """The kernel's ``save_error`` (an autosave that could not be written) replaces the
+    "Autosaved to ..." line, as an alert, and clears when a later save succeeds."""
+    ds = pw.Dataset.from_records(tiny_records(), tok)
+    page = open_editor(chromium, pw.SchemaEditor(ds), tmp_path)
+    try:
+        status = page.locator("[data-role=save-status]")
+        page.evaluate(f"""() => {{ const m = {MODEL}; m.kernel = undefined;
+            m.set("save_path", "/data/ann.json"); m.save_changes && m.save_changes(); }}""")
+        page.wait_for_function("document.querySelector('[data-role=save-status]')"
+                               ".textContent.startsWith('Autosaved to /data/ann.json')")
+        page.evaluate(f"""() => {{ {MODEL}.set("save_error",
+            "Not saved: Read-only file system (/data/ann.json). Your edits are kept"); }}""")
+        page.wait_for_function("document.querySelector('[data-role=save-status]')"
+                               ".dataset.failed === 'true'")
+        assert status.inner_text().startswith("Not saved: Read-only file system")
+        assert status.get_attribute("role") == "alert"
+        screenshot(page, "schema_editor_save_failed")
+        page.evaluate(f"""() => {{ {MODEL}.set("save_error", ""); }}""")
+        page.wait_for_function("document.querySelector('[data-role=save-status]')"
+                               ".dataset.failed === 'false'")
+        assert status.inner_text().startswith("Autosaved to /data/ann.json")
+    finally:
+        page.stop_server()

@@ -195,7 +195,9 @@ function render({ model, el }) {
   function drawHeader(sum) {
     const offline = model.kernel === false;
     const path = get("save_path");
+    const failed = offline ? "" : (get("save_error") ?? "");   // the kernel could not write the file
     const saved = offline ? "Offline page: edits stay in this page; Download JSON keeps them."
+      : failed ? failed
       : path ? `Autosaved to ${path}` : "Not saved to a file (SchemaEditor(..., path=...) autosaves).";
     fill(box.header,
       h("div", { class: "pse-title" }, "Span schema"),
@@ -204,7 +206,8 @@ function render({ model, el }) {
         h("span", { class: `pse-count ${sum.invalid ? "bad" : ""}` },
           h("b", { "data-role": "invalid-count" }, sum.invalid), " invalid"),
         h("span", { class: "pse-muted" }, `of ${sum.errors.length} examples`)),
-      h("div", { class: "pse-saved pse-muted", "data-role": "save-status", title: saved }, saved),
+      h("div", { class: `pse-saved ${failed ? "bad" : "pse-muted"}`, "data-role": "save-status",
+        "data-failed": failed ? "true" : "false", role: failed ? "alert" : null, title: saved }, saved),
       h("div", { class: "pse-actions" },
         button("↶ Undo", "undo", () => restore(L.undo), { disabled: !ui.history.past.length, title: "Undo (Ctrl+Z)" }),
         button("↷ Redo", "redo", () => restore(L.redo), { disabled: !ui.history.future.length, title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" }),
@@ -469,7 +472,7 @@ function render({ model, el }) {
     ui.history = L.createHistory();
     draw();
   });
-  const stopOther = onChange(model, ["tokens", "examples", "current", "palette", "save_path"], () => {
+  const stopOther = onChange(model, ["tokens", "examples", "current", "palette", "save_path", "save_error"], () => {
     if (!ui.own) draw();
   });
 
