@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--task", required=True, help="built-in task (ioi, greater-than) or a .jsonl/.csv file")
     d.add_argument("--method", default="peap", choices=["peap", "eap", "both"])
     d.add_argument("--ablation", default="counterfactual", choices=["counterfactual", "mean", "zero"])
-    d.add_argument("--sizes", default="0.001,0.002,0.005,0.01,0.015,0.02,0.03,0.05,0.07,0.1,0.15,0.2,0.3,0.5,1",
-                   help="circuit sizes: fractions in (0,1] or edge counts, comma-separated")
+    d.add_argument("--sizes", default="0.001,0.002,0.005,0.01,0.015,0.02,0.03,0.05,0.07,0.1,0.15,0.2,0.3,0.5,1.0",
+                   help="circuit sizes, comma-separated: fractions of the graph with a point or %% "
+                        "(0.5, 50%%, 1.0 = the whole graph) or whole edge counts (200)")
     d.add_argument("--edges", type=int, default=None,
                    help="size of the written circuit (default: smallest with faithfulness >= 0.8)")
     d.add_argument("--n", type=int, default=200, help="discovery examples for a built-in task (as many for evaluation)")

@@ -33,17 +33,26 @@ DEFAULT_SIZES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 
 
 
 def parse_sizes(text: str) -> list:
-    """``"0.01,0.1,1"`` or ``"10,100,1000"`` -> sizes; a clear error for anything else."""
+    """``"0.01,0.1,1.0"``, ``"1%,10%,100%"`` or ``"10,100,1000"`` -> sizes; a clear error for
+    anything else. A size with a decimal point or a ``%`` is a fraction of the graph's edges,
+    a whole number an edge count; a bare ``1`` is refused as ambiguous (one edge, or the whole
+    graph?): write ``1.0`` or ``100%`` for the whole graph."""
     out = []
     for item in str(text).split(","):
         item = item.strip()
         try:
-            v = int(item) if item.isdigit() else float(item)
+            if item.endswith("%"):
+                v = float(item[:-1]) / 100
+            else:
+                v = int(item) if item.isdigit() else float(item)
         except ValueError:
-            raise PeapError(f"bad size {item!r}: sizes are edge counts (integers) or fractions in "
-                            "(0, 1], comma-separated") from None
+            raise PeapError(f"bad size {item!r}: sizes are edge counts (whole numbers) or "
+                            "fractions of the graph (0.5, 50%), comma-separated") from None
+        if v == 1 and isinstance(v, int):
+            raise PeapError("bad size '1': ambiguous; write 1.0 or 100% for the whole graph "
+                            "(sizes with a point or % are fractions, whole numbers edge counts)")
         if isinstance(v, float) and not 0 < v <= 1:
-            raise PeapError(f"bad size {item!r}: a fraction must lie in (0, 1]")
+            raise PeapError(f"bad size {item!r}: a fraction must lie in (0, 1] (0-100%)")
         out.append(v)
     if not out:
         raise PeapError("no sizes given")
@@ -81,8 +90,11 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
         eval_task = disc_task
     disc, evald = disc_task.dataset(model), eval_task.dataset(model)
     metric = task.metric_for(model)
+    _check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    (tmp / ".pid").write_text(str(os.getpid()))
     try:
         results, start_sizes, evals = {}, {}, {}
         for method in methods:
@@ -138,12 +150,63 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
                      summary, results, start_sizes, curve, evals)
         summary = {k: _json_value(v) for k, v in summary.items()}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
+        (tmp / ".pid").unlink()
+        _replace_folder(tmp, out)
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: the files a run writes (what an output folder may hold for a rerun to replace it)
+OUTPUT_PATTERNS = ("summary.json", "report.html", "faithfulness.csv", "faithfulness.png",
+                   "edges_*.csv", "edges_*.parquet", "circuit_*.json", "result_*.json.gz",
+                   "result_*.npz", "result_*.json")
+
+
+def _check_output_folder(out: Path) -> None:
+    """``out`` must be new, empty, or a previous run's output: the run replaces it as a whole,
+    so nothing else may be in it."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise PeapError(f"--out {out} is a file, not a folder")
+    ours = {p for pattern in OUTPUT_PATTERNS for p in out.glob(pattern)}
+    others = sorted(p.name for p in out.iterdir() if p not in ours)
+    if others:
+        raise PeapError(f"--out {out} holds files that are not a peap discover output "
+                        f"({', '.join(others[:5])}{'...' if len(others) > 5 else ''}); the run "
+                        "replaces the folder as a whole, so give a new or empty folder")
+
+
+def _remove_abandoned_partials(out: Path) -> None:
+    """Remove ``.OUT.partial-*`` folders left by killed runs (their process is gone)."""
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int((partial / ".pid").read_text())
+            os.kill(pid, 0)
+            continue                          # a run still going: leave it alone
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            pass                              # no pid file: an old-style or broken leftover
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Put the finished folder ``new`` in place of ``out`` as a whole: no stale files of an
+    earlier run (another method, another format) stay beside the new summary."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except OSError:
+        os.replace(old / out.name, out)      # put the old folder back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _json_value(v):

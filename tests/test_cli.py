@@ -40,7 +40,7 @@ def run(*args):
 def test_discover_writes_every_file(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     rc = run("discover", "--model", model_dir, "--task", "ioi", "--n", 8, "--method", "both",
-             "--sizes", "0.01,0.1,0.5,1", "--out", out, "--quiet")
+             "--sizes", "0.01,0.1,0.5,1.0", "--out", out, "--quiet")
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["circuit_eap.json", "circuit_peap.json", "edges_eap.csv", "edges_peap.csv",
@@ -68,7 +68,7 @@ def test_discover_writes_every_file(model_dir, tmp_path, capsys):
 def test_discover_greater_than_with_mean_ablation(model_dir, tmp_path):
     out = tmp_path / "gt"
     assert run("discover", "--model", model_dir, "--task", "greater-than", "--n", 6,
-               "--ablation", "mean", "--sizes", "0.1,1", "--edges", 20, "--out", out, "--quiet",
+               "--ablation", "mean", "--sizes", "0.1,1.0", "--edges", 20, "--out", out, "--quiet",
                "--result-format", "npz") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "greater-than" and summary["ablation"] == "mean"
@@ -81,7 +81,7 @@ def test_discover_on_a_users_file(model_dir, tmp_path):
     task = pw.tasks.get("ioi", n=8, seed=5)
     path = task.to_jsonl(tmp_path / "mine.jsonl")
     out = tmp_path / "mine"
-    assert run("discover", "--model", model_dir, "--task", path, "--sizes", "0.5,1", "--out", out,
+    assert run("discover", "--model", model_dir, "--task", path, "--sizes", "0.5,1.0", "--out", out,
                "--quiet") == 0
     assert json.loads((out / "summary.json").read_text())["discovery_examples"] == 4
 
@@ -111,17 +111,58 @@ def test_csv_missing_a_column(model_dir, tmp_path, capsys):
 def test_failed_run_keeps_the_existing_folder(model_dir, tmp_path, monkeypatch):
     out = tmp_path / "keep"
     out.mkdir()
-    (out / "mine.txt").write_text("precious")
+    (out / "summary.json").write_text('{"an": "earlier run"}')
     import peap_widget.discover as disc
 
     def boom(*a, **k):
         raise pw.PeapError("simulated failure while writing the report")
 
     monkeypatch.setattr(disc, "write_report", boom)
-    assert run("discover", "--model", model_dir, "--task", "ioi", "--n", 4, "--sizes", "1",
+    assert run("discover", "--model", model_dir, "--task", "ioi", "--n", 4, "--sizes", "1.0",
                "--out", out, "--quiet") == 2
-    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert (out / "summary.json").read_text() == '{"an": "earlier run"}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+def test_rerun_replaces_the_folder_and_refuses_a_foreign_one(model_dir, tmp_path, capsys):
+    """A rerun replaces the whole output folder (no stale files of another method beside the
+    new summary); a folder holding other files is refused untouched; folders left by killed
+    runs are cleaned up."""
+    out = tmp_path / "run"
+    common = ["--model", model_dir, "--task", "ioi", "--n", 4, "--sizes", "1.0", "--out", out,
+              "--quiet"]
+    assert run("discover", *common, "--method", "eap") == 0
+    assert (out / "edges_eap.csv").exists()
+    killed = tmp_path / ".run.partial-abc123"          # a killed run's leftovers
+    killed.mkdir()
+    (killed / ".pid").write_text("999999999")
+    (killed / "result_peap.json.gz.tmp").write_text("half")
+    assert run("discover", *common, "--method", "peap") == 0
+    assert not (out / "edges_eap.csv").exists() and (out / "edges_peap.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert run("discover", *common[:-3], "--out", mine, "--quiet") == 2
+    assert "not a peap discover output (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("text, sizes", [("0.01,0.1,1.0", [0.01, 0.1, 1.0]),
+                                         ("1%,50%,100%", [0.01, 0.5, 1.0]),
+                                         ("10,200", [10, 200])])
+def test_sizes_are_fractions_or_counts_unambiguously(text, sizes):
+    from peap_widget.discover import parse_sizes
+
+    assert parse_sizes(text) == pytest.approx(sizes)
+    assert [type(x) for x in parse_sizes(text)] == [type(x) for x in sizes]
+
+
+def test_a_bare_one_is_refused_as_ambiguous(model_dir, tmp_path, capsys):
+    assert run("discover", "--model", model_dir, "--task", "ioi", "--sizes", "0.1,1",
+               "--out", tmp_path / "o", "--quiet") == 2
+    assert "write 1.0 or 100% for the whole graph" in capsys.readouterr().err
 
 
 def test_entry_point_runs():
@@ -137,7 +178,7 @@ def test_demo_report_is_interactive_offline(model_dir, tmp_path, chromium):
 
     out = tmp_path / "run"
     assert run("discover", "--model", model_dir, "--task", "ioi", "--n", 8, "--method", "both",
-               "--sizes", "0.01,0.1,1", "--out", out, "--quiet") == 0
+               "--sizes", "0.01,0.1,1.0", "--out", out, "--quiet") == 0
     page = open_standalone(chromium, (out / "report.html").as_uri())
     assert page.locator(".pe-root").count() == 2 and page.locator(".pc-chart").count() == 3
     summary = json.loads((out / "summary.json").read_text())

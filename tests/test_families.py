@@ -55,7 +55,7 @@ def test_loads_from_a_directory_and_discovers(fam, saved, tmp_path):
                                                hf.config.num_attention_heads)
     out = tmp_path / "run"
     assert main(["discover", "--model", str(saved[fam]), "--task", "ioi", "--n", "4",
-                 "--sizes", "0.5,1", "--out", str(out), "--quiet"]) == 0
+                 "--sizes", "0.5,1.0", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["evaluation_examples"] == 4
     assert (out / "report.html").stat().st_size > 0
