@@ -15,7 +15,7 @@ from .circuit import Circuit
 from .curves import MIB_FRACTIONS, FaithfulnessCurve, faithfulness_curve, mib_scores
 from .data import Dataset, Example
 from .evaluate import EvalResult, Evaluator, evaluate
-from .errors import (DatasetError, NormalisationError, PeapError, SchemaError,
+from .errors import (DatasetError, NonFiniteError, NormalisationError, PeapError, SchemaError,
                      UnsupportedArchitectureError)
 from .graph import Graph, GraphConfig
 from .model import Model, load_model
@@ -42,7 +42,7 @@ def __getattr__(name):
 
 __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
            "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
-           "GraphConfig", "load_model", "Model", "NormalisationError", "PeapError", "Schema", "SchemaError",
+           "GraphConfig", "load_model", "Model", "NonFiniteError", "NormalisationError", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError", *_WIDGETS]
 
 

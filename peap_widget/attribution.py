@@ -18,7 +18,7 @@ import torch
 
 from .ablation import SourceValues, ablation_sources, head_deltas
 from .data import Batch, Dataset
-from .errors import PeapError
+from .errors import NonFiniteError, PeapError
 from .memory import auto_batch_size, chunk_bytes, is_out_of_memory
 from .metrics import last_token_logits, resolve_metric
 from .model import model_lock
@@ -190,11 +190,6 @@ def _release(device) -> None:
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
-
-
-class NonFiniteError(PeapError):
-    """A NaN or inf in a model's activations, gradients or scores (often a broken weight, an
-    overflow in float16, or inputs the model cannot handle)."""
 
 
 class FiniteChecks:

@@ -36,6 +36,11 @@ class DatasetError(PeapError):
         self.field = field
 
 
+class NonFiniteError(PeapError):
+    """A NaN or inf in a model's activations, gradients, logits or scores (often a broken
+    weight, an overflow in float16, or inputs the model cannot handle)."""
+
+
 class UnsupportedArchitectureError(PeapError):
     """The model's architecture has no adapter."""
 

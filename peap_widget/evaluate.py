@@ -24,7 +24,7 @@ from .ablation import SourceValues, ablation_sources, head_deltas
 from .attribution import frozen_parameters
 from .circuit import Circuit
 from .data import Batch, Dataset
-from .errors import NormalisationError, PeapError  # noqa: F401  (NormalisationError: re-exported)
+from .errors import NonFiniteError, NormalisationError, PeapError  # noqa: F401  (re-exported)
 from .metrics import METRICS, last_token_logits, resolve_metric
 from .model import model_lock
 from .scores import mixed_attention
@@ -136,6 +136,7 @@ class Evaluator:
             with torch.no_grad(), frozen_parameters(model.hf):
                 self.sources = [source(b) for b in self.batches]
                 self.clean_last = torch.cat([self._clean_logits(b) for b in self.batches])
+        _require_finite(self.clean_last, "the clean run's logits")
         self.clean_per_example = self._metric(self.clean_last).cpu().double().numpy()
         self._empty: np.ndarray | None = None
         self.rtol = NORMALISE_RTOL.get(model.dtype, NORMALISE_RTOL_16BIT)
@@ -188,7 +189,9 @@ class Evaluator:
                 done += len(b.lengths)
                 if progress is not None:
                     progress(done, total)
-        return torch.cat(out)
+        out = torch.cat(out)
+        _require_finite(out, f"the logits of the circuit run ({circuit.n_edges} edges)")
+        return out
 
     @property
     def empty_per_example(self) -> np.ndarray:
@@ -279,6 +282,16 @@ class Evaluator:
             per_example=per, last_logits=last.cpu().double().numpy(),
             n_edges=circuit.n_edges, fraction=circuit.fraction, n_real_edges=circuit.n_real_edges,
             seconds=time.perf_counter() - t0, refusal=refusal, warning=self.warning)
+
+
+def _require_finite(logits: torch.Tensor, what: str) -> None:
+    """NaN or inf logits make every number of an evaluation meaningless (argmax agreement of
+    NaN rows is 1.0): refuse, naming the examples."""
+    bad = (~torch.isfinite(logits)).any(-1).nonzero().flatten().tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        raise NonFiniteError(f"NaN or inf in {what} for examples {shown}; check the model's "
+                             "weights and dtype (float16 overflows easily)")
 
 
 def _any_space(ev: Evaluator):

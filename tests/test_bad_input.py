@@ -330,3 +330,19 @@ def test_numpy_and_nan_extra_fields_autosave(tmp_path, model):
     assert ed.save_error == ""
     rows = json.loads(path.read_text())["examples"]
     assert rows[0]["weight"] == 0.25 and rows[1]["score"] is None
+
+
+def test_a_nan_weight_stops_evaluation_naming_examples(model):
+    """One NaN weight: attribution already refuses (NonFiniteError); evaluation must too, not
+    report 'hard = 1.0' from NaN logits."""
+    import torch
+
+    hf, tok = tiny_gpt2()
+    with torch.no_grad():
+        hf.transformer.h[1].mlp.c_proj.weight[3, 5] = float("nan")
+    broken = pw.load_model(hf, tokenizer=tok)
+    ds = pw.Dataset.from_records(tiny_records(), broken)
+    with pytest.raises(pw.NonFiniteError, match="clean run's logits for examples 0, 1, 2, 3, 4"):
+        pw.Evaluator(broken, ds)
+    with pytest.raises(pw.NonFiniteError):
+        pw.attribute(broken, ds, progress=False)

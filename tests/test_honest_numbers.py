@@ -101,7 +101,7 @@ def test_discover_with_a_constant_metric(tmp_path, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "run"
     assert main(["discover", "--model", str(model_dir), "--task", str(path), "--method", "both",
-                 "--sizes", "0.1,0.5,1", "--out", str(out)]) == 0
+                 "--sizes", "0.1,0.5,1.0", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     summary = _strict((out / "summary.json").read_text())
     assert "refused" in summary["faithfulness_refused"]
@@ -122,7 +122,7 @@ def test_discover_shows_progress_over_the_cpr_cmd_curves(tmp_path, capsys):
     model_dir = make.__wrapped__(factory)
     out = tmp_path / "run"
     assert main(["discover", "--model", str(model_dir), "--task", "ioi", "--n", "4",
-                 "--sizes", "0.5,1", "--out", str(out)]) == 0
+                 "--sizes", "0.5,1.0", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "PEAP CPR/CMD (signed, CPR)" in err and "PEAP CPR/CMD (|score|, CMD)" in err
     assert f"{len(MIB_FRACTIONS)}/{len(MIB_FRACTIONS)}" in err
@@ -188,7 +188,7 @@ def test_discover_flags_a_task_the_model_cannot_do(tmp_path, capsys):
         r["correct"], r["incorrect"] = r["incorrect"], r["correct"]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "run"
-    assert main(["discover", "--model", "toy-ioi", "--task", str(path), "--sizes", "0.1,1",
+    assert main(["discover", "--model", "toy-ioi", "--task", str(path), "--sizes", "0.1,1.0",
                  "--out", str(out), "--quiet"]) == 0
     summary = _strict((out / "summary.json").read_text())
     assert summary["clean_metric"] < summary["ablated_metric"] and summary["clean_accuracy"] == 0
