@@ -318,3 +318,51 @@ def test_an_8b_models_graph_sends_at_most_40_mb():
     assert 0 < len(new) <= 1000 and not np.isin(new, np.frombuffer(ex.unit_ids, np.int32)).any()
     assert np.isin(order, np.concatenate([new, np.frombuffer(ex.unit_ids, np.int32)])).all()
     assert len(arrays["row_id"]) // 4 == content["n_rows"] >= len(new)
+
+
+# --- issue 12: the evaluation message carries the selection ------------------------------------
+
+def test_the_kernel_evaluates_the_selection_in_the_message_not_the_trait(explorer, tiny_results):
+    """The "evaluate" message can overtake the selection's trait sync: the kernel must evaluate
+    the selection the message names and answer with it (before: it evaluated its trait)."""
+    model, ds, peap, _ = tiny_results
+    lagging = default_selection(5)
+    explorer.selection = lagging                       # the trait sync has not arrived yet
+    shown = {**default_selection(25), "removed": [int(explorer._order[1])]}
+    explorer._on_message(explorer, {"type": "evaluate", "version": 7, "selection": shown}, [])
+    ev = explorer.evaluation
+    assert ev["version"] == 7 and ev["selection"] == shown
+    circ = peap.circuit_from(selection_rows(peap.space, True, explorer._order, peap.scores, shown))
+    assert ev["n_edges"] == circ.n_edges
+    assert ev["faithfulness"] == pytest.approx(pw.evaluate(model, ds, circ).faithfulness, abs=1e-9)
+    assert explorer.selection == lagging               # the message does not edit the trait
+    assert ev["examples"] == ev["total_examples"] == len(ds)
+    explorer.set_size(30)
+
+
+def test_slow_evaluations_go_to_a_subsample_with_the_full_one_on_request(tiny_results):
+    model, ds, peap, _ = tiny_results
+    many = pw.Dataset(ds.schema, list(ds.examples) * 4, ds.tokenizer)     # 20 examples
+    ex = pw.CircuitExplorer(peap, model, many, n_edges=20, curves=[], head_details=False,
+                            sample_size=6, sample_after=0.0)             # "slow": any time
+    assert ex.evaluation["examples"] == 20                                # the first: in full
+    ex.set_size(25)
+    ev = ex.evaluation
+    assert ev["examples"] == 6 and ev["total_examples"] == 20
+    sub = ex._sample_evaluator.ds
+    assert ev["faithfulness"] == pytest.approx(
+        pw.evaluate(model, sub, ex.circuit).faithfulness, abs=1e-9)
+    ex._on_message(ex, {"type": "evaluate", "version": 3, "selection": ex.selection, "full": True}, [])
+    assert ex.evaluation["examples"] == 20 and ex.evaluation["version"] == 3
+    assert ex.evaluation["faithfulness"] == pytest.approx(
+        pw.evaluate(model, many, ex.circuit).faithfulness, abs=1e-9)
+
+
+def test_a_refused_faithfulness_is_shown_as_its_reason(explorer):
+    class Refused:
+        faithfulness, soft, hard, kl, metric, clean_metric = None, 0.1, 0.5, 0.2, 0.01, 0.011
+        refusal = "m(full) - m(empty) is too close to 0 to normalise"
+    explorer.show_evaluation(Refused())
+    ev = explorer.evaluation
+    assert ev["faithfulness"] is None and ev["refusal"].startswith("m(full)")
+    explorer.evaluate()

@@ -1,6 +1,8 @@
 // CircuitExplorer front end: the circuit as a layers x spans diagram, pruned by hand.
 // State lives in the model's traits (selection, history, evaluation); everything drawn is
 // recomputed from them, so a saved notebook or a standalone page shows the same circuit.
+// Parts: view.js (zoom, pan, fit, minimap), draw.js (markup and canvas), size.js (the size
+// control's arithmetic), evaluation.js (requests and whether numbers are current), tip.js.
 import css from "./style.css";
 import { h, injectStyle, download } from "../lib/dom.js";
 import { onChange } from "../lib/model.js";
@@ -10,30 +12,30 @@ import {
   setThreshold, nodeGroup, searchNodes, circuitJSON, defaultSelection, missing, appendChunk,
   holdsAll, minThreshold,
 } from "./logic.js";
-import { layoutNodes, edgeCurve, sampleCurve, hitEdge, strokeWidth, edgeColor } from "./layout.js";
+import { layoutNodes, edgeCurve, sampleCurve, hitEdge, emptyParts, POSITIVE, NEGATIVE } from "./layout.js";
+import { createView } from "./view.js";
+import {
+  GHOST, esc, edgeName, edgeLabel, strongCut, edgeMarkup, ghostMarkup, nodeMarkup, shadeMarkup,
+  labelMarkup, drawCanvas, edgeAlpha,
+} from "./draw.js";
+import { SLIDER_STEPS, sliderToEdges, edgesToSlider, thresholdForSize, sizeNote } from "./size.js";
+import { evaluationClient } from "./evaluation.js";
+import { placeTip } from "./tip.js";
+import { hitTest } from "./hit.js";
+import { firstNodeOf, neighbourOf, nodeEdgesOf } from "./keyboard.js";
 
+export { edgeName };
 const SVG_LIMIT = 1500;      // above this many drawn edges, edges go on a canvas
 const HISTORY = 200;
-const GHOST = "#9ca3af";
-
-export function edgeName(d, r) {
-  const info = d.info, kind = KINDS[d.kind[r]];
-  const src = info.forward_names[d.src[r]];
-  const s1 = info.spans[d.srcSpan[r]], s2 = info.spans[d.dstSpan[r]];
-  if (kind === "resid") return `${src}->${info.backward_names[d.dst[r]]}@${s1}`;
-  const read = kind === "q" ? s2 : s1;
-  return `${src}<${kind}>@${read}->${src}@${s2}` + (kind === "q" ? `[${s1}]` : "");
-}
 
 const count = (n) => Number(n).toLocaleString("en-US");
 const fmt = (v, digits = 3) => (v == null || Number.isNaN(v) ? "–" : Number(v).toFixed(digits));
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
 function render({ model, el }) {
   const started = performance.now();
   injectStyle(el, "peap-explorer", css);
   const d = indexNames(readData(model));
-  const pos = layoutNodes(d);
+  let pos = layoutNodes(d);
   const hasKernel = model.kernel !== false;   // a kernel can send more rows
   const live = Boolean(d.info.live) && hasKernel;
   const viewId = Math.random().toString(36).slice(2, 8);
@@ -41,9 +43,14 @@ function render({ model, el }) {
   // --- DOM -------------------------------------------------------------------------------------
   const mode = h("select", { "data-role": "mode", title: "size by edge count or by |score| threshold" },
     h("option", { value: "edges" }, "edges"), h("option", { value: "threshold" }, "threshold"));
-  const slider = h("input", { type: "range", min: 0, max: d.order.length, step: 1, "data-role": "size-slider" });
-  const number = h("input", { type: "number", min: 0, "data-role": "size-input" });
+  const slider = h("input", { type: "range", min: 0, max: SLIDER_STEPS, step: 1, "data-role": "size-slider",
+    "aria-label": "circuit size (log scale)" });
+  const number = h("input", { type: "number", min: 0, "data-role": "size-input", "aria-label": "circuit size" });
   const sizeLabel = h("span", { class: "pe-size", "data-role": "size-label" });
+  const whyText = h("span", { class: "pe-why-text", role: "tooltip", id: `pe-why-${Math.random().toString(36).slice(2, 8)}` });
+  const why = h("span", { class: "pe-why", "data-role": "size-why", tabindex: 0, hidden: true }, "why?", whyText);
+  why.setAttribute("aria-describedby", whyText.id);
+  const collapse = h("input", { type: "checkbox", "data-role": "collapse" });
   const capNote = h("div", { class: "pe-cap", "data-role": "cap-note" });
   const waitBox = h("div", { class: "pe-wait", hidden: true, "data-role": "waiting" });
   const undoBtn = h("button", { "data-role": "undo", title: "undo the last edit (Ctrl+Z)" }, "Undo");
@@ -53,27 +60,40 @@ function render({ model, el }) {
   const exportPng = h("button", { "data-role": "export-png" }, "PNG");
   const exportJson = h("button", { "data-role": "export-json", title: "circuit JSON (pw.Circuit.from_json)" }, "JSON");
   const bar = h("div", { class: "pe-bar" },
-    h("label", {}, "size", mode), slider, number, sizeLabel,
+    h("label", {}, "size", mode), slider, number, h("span", { class: "pe-size-box" }, sizeLabel, why),
+    h("label", { title: "draw spans and layers with no circuit node narrow" }, collapse, "collapse empty"),
     h("span", { class: "pe-group" }, undoBtn, resetBtn),
     search,
     h("span", { class: "pe-group" }, h("span", { class: "pe-muted" }, "export"), exportSvg, exportPng, exportJson));
   const canvas = h("canvas", { "data-role": "canvas" });
-  const svg = h("svg", { class: "pe-svg", "data-role": "diagram" });
+  const svg = h("svg", { class: "pe-svg", "data-role": "diagram", tabindex: -1, focusable: "false" });
   const tip = h("div", { class: "pe-tip", hidden: true, "data-role": "tooltip" });
-  const diagram = h("div", { class: "pe-diagram", "data-role": "diagram-box" }, canvas, svg, tip, waitBox);
+  const diagram = h("div", { class: "pe-diagram", "data-role": "diagram-box", tabindex: 0, role: "group",
+    "aria-label": "circuit diagram: arrows pan, + and - zoom, 0 fits; Tab reaches the nodes (arrows move between them, Enter prunes or restores, E visits a node's edges)" },
+  canvas, svg, tip, waitBox);
   const status = h("div", { class: "pe-status", "data-role": "status" }, h("span", { class: "pe-spinner" }),
     h("span", { "data-role": "status-text" }));
+  const which = h("div", { class: "pe-which", "data-role": "eval-which" });
   const evalBox = h("dl", { class: "pe-eval", "data-role": "evaluation" });
+  const fullBtn = h("button", { "data-role": "evaluate-full", hidden: true, type: "button",
+    title: "evaluate this circuit on every example (slower)" }, "Evaluate on all prompts");
   const note = h("div", { class: "pe-note", "data-role": "note" });
   const chartBox = h("div", { "data-role": "curves" });
-  const legend = h("div", { class: "pe-legend" },
-    h("span", {}, h("i", { style: { borderColor: "#2166ac" } }), "positive"),
-    h("span", {}, h("i", { style: { borderColor: "#d6604d" } }), "negative"),
-    h("span", {}, h("i", { style: { borderColor: "#6b7280", borderTopStyle: "dashed" } }), "crossing q/k/v"),
-    h("span", {}, h("i", { style: { borderColor: GHOST, borderTopStyle: "dotted" } }), "pruned (click to restore)"));
-  const side = h("div", { class: "pe-side" }, status, evalBox, note, chartBox, legend);
-  const root = h("div", { class: "pe-root", tabindex: 0 }, bar, capNote, h("div", { class: "pe-main" }, diagram, side));
+  const dashLine = (dash) => h("svg", { width: 22, height: 6, "aria-hidden": "true" },
+    `<line x1="0" y1="3" x2="22" y2="3" stroke="#4b5563" stroke-width="2" stroke-dasharray="${dash}"/>`);
+  const legend = h("div", { class: "pe-legend", "data-role": "legend" },
+    h("span", {}, h("i", { style: { borderColor: POSITIVE } }), "positive score: keeping the edge raises the metric"),
+    h("span", {}, h("i", { style: { borderColor: NEGATIVE } }), "negative score: it lowers the metric (not an error)"),
+    h("span", {}, dashLine("1.5 2.5"), "crossing q"), h("span", {}, dashLine("6 3"), "crossing k"),
+    h("span", {}, dashLine("3 2 1 2"), "crossing v"),
+    h("span", {}, h("i", { style: { borderColor: GHOST, borderTopStyle: "dotted" } }), "pruned (click to restore)"),
+    h("span", {}, "faint: weaker edges at large sizes; hover a node to see its own edges"));
+  const side = h("div", { class: "pe-side" }, status, which, evalBox, fullBtn, note, chartBox, legend);
+  const root = h("div", { class: "pe-root", tabindex: -1, "data-lm-suppress-shortcuts": "true" },
+    bar, capNote, h("div", { class: "pe-main" }, diagram, side));
   el.append(root);
+  // dashLine's markup goes in as text by h(); put it in as SVG
+  for (const s of legend.querySelectorAll("svg")) s.innerHTML = s.textContent;
 
   const curves = model.get("curves") ?? [];
   const chart = curves.length ? drawChart(chartBox, { series: curves, current: null, measure: "faithfulness",
@@ -83,7 +103,10 @@ function render({ model, el }) {
   // --- state -----------------------------------------------------------------------------------
   let rows = new Uint8Array(d.nRows), drawn = new Int32Array(0), ghosts = new Int32Array(0);
   let samples = [], ghostSamples = [], active = new Uint8Array(d.nNodes), matches = new Set();
-  let size = { edges: 0, rows: 0 };
+  let size = { edges: 0, rows: 0 }, maxAbsScore = 0, cut = 0;
+  let focus = null;            // {node, group: Set} highlighted (hover or keyboard)
+  let tabNode = -1;            // the node holding the roving tabindex
+  let kbEdge = null;           // {node, list: [[row, ghost]], i} keyboard over a node's edges
   let waiting = "";            // "", "loading" (rows on their way) or "unavailable" (not on this page)
   const sel = () => ({ ...defaultSelection(), ...(model.get("selection") ?? {}) });
 
@@ -105,60 +128,95 @@ function render({ model, el }) {
     requestEvaluation();
   }
 
-  // --- evaluation: one request in flight; edits meanwhile are coalesced into the next one ----
-  let version = 0, inFlight = false, dirty = false, timer = null;
-  function requestEvaluation() {
+  // --- evaluation: the request carries the selection; numbers only for the shown circuit -----
+  const client = evaluationClient({ send: (msg) => model.send(msg), current: sel });
+  let evalStarted = 0, tick = null, expireTimer = null;
+  function requestEvaluation(full = false) {
     if (!live) { showEvaluation(); return; }
-    if (inFlight) { dirty = true; return; }
-    inFlight = true;
-    dirty = false;
-    root.classList.add("pe-busy");
-    status.lastChild.textContent = "evaluating…";
-    model.send({ type: "evaluate", version: ++version });
-    clearTimeout(timer);
-    timer = setTimeout(() => { inFlight = false; root.classList.remove("pe-busy"); }, 60000);
+    if (client.request(full)) started_();
+    showEvaluation();
+  }
+  function started_() {
+    evalStarted = performance.now();
+    clearInterval(tick);
+    tick = setInterval(showEvaluation, 250);     // elapsed time after 0.5 s
+    clearTimeout(expireTimer);
+    expireTimer = setTimeout(() => { if (client.expire()) onEvaluation(); }, 121000);
   }
   function onEvaluation() {
-    const ev = model.get("evaluation") ?? {};
-    if (ev.version != null && ev.version !== version) return;  // an answer to an older request
-    inFlight = false;
-    clearTimeout(timer);
-    root.classList.remove("pe-busy");
-    if (dirty) { requestEvaluation(); return; }
+    if (!live) { showEvaluation(); return; }
+    const asked = client.answer(model.get("evaluation") ?? {});
+    if (asked) started_();
+    else if (!client.inFlight) { clearInterval(tick); clearTimeout(expireTimer); }
     showEvaluation();
   }
 
   function showEvaluation() {
     const ev = model.get("evaluation") ?? {};
-    const fresh = ev.selection && JSON.stringify({ ...defaultSelection(), ...ev.selection }) === JSON.stringify(sel());
+    const state = live ? client.state(ev) : (ev.selection && client.state(ev) === "current" ? "current" : "saved");
+    const busy = live && client.inFlight != null;
+    root.classList.toggle("pe-busy", busy);
     evalBox.replaceChildren();
-    const item = (k, v) => evalBox.append(h("dt", {}, k), h("dd", { "data-field": k }, v));
-    if (ev.error) { status.lastChild.textContent = `evaluation failed: ${ev.error}`; return; }
-    if (waiting) {    // numbers only next to the circuit they belong to
-      for (const k of ["faithfulness", "soft", "hard", "KL", "metric", "edges"]) item(k, waiting === "loading" ? "pending" : "–");
-      evalBox.dataset.fresh = "false";
+    const item = (k, v, raw) => evalBox.append(h("dt", {}, k),
+      h("dd", { "data-field": k, ...(raw != null ? { "data-value": String(raw) } : {}) }, v));
+    const fresh = state === "current" && !waiting;
+    evalBox.dataset.fresh = String(fresh);
+    evalBox.dataset.version = String(ev.version ?? "");
+    const n = ev.examples, total = ev.total_examples;
+    const sample = n != null && total != null && n < total;
+    fullBtn.hidden = !(live && sample && fresh);
+    const elapsed = (performance.now() - evalStarted) / 1000;
+    const statusText = (t) => { status.lastChild.textContent = t; };
+    if (!live && !d.info.live) statusText("no model/dataset: not evaluated");
+    else if (!live) statusText("no kernel: edits are not re-evaluated on this page");
+    else if (busy) statusText(elapsed > 0.5 ? `evaluating… ${elapsed.toFixed(1)} s` : "evaluating…");
+    else if (ev.error && state === "error") statusText(`evaluation failed: ${ev.error}`);
+    else if (fresh) statusText(`evaluated in ${fmt(ev.seconds, 2)} s${sample ? ` on ${n} of ${total} prompts` : ""}`);
+    else statusText("pending");
+    // which circuit the numbers belong to
+    const evSize = ev.n_edges != null ? `${count(ev.n_edges)} edges` : "";
+    which.dataset.state = waiting ? "pending" : state;
+    which.textContent = waiting ? "numbers pending: the circuit is loading"
+      : ev.selection == null ? (d.info.live ? "not evaluated yet" : "not evaluated (no model and dataset)")
+      : state === "current" ? `numbers for the circuit shown: ${evSize}${ev.version != null ? `, version ${ev.version}` : ""}${sample ? `, on ${n} of ${total} prompts` : total ? `, on all ${total} prompts` : ""} · current`
+      : live ? `pending: the numbers below would be for an earlier circuit (${evSize}${ev.version != null ? `, version ${ev.version}` : ""}); the shown one (${count(size.edges)} edges, version ${client.version}) is being evaluated`
+      : `numbers for the circuit as saved (${evSize}); this page cannot re-evaluate edits`;
+    if (waiting || (state !== "current" && live) || ev.error) {
+      for (const k of ["faithfulness", "soft", "hard", "KL", "metric", "edges"]) item(k, waiting === "unavailable" ? "–" : "pending");
+      note.textContent = "";
+      if (chart && live) chart.update({ current: null });    // no point for an earlier circuit
       return;
     }
-    item("faithfulness", fmt(ev.faithfulness));
-    item("soft", fmt(ev.soft));
-    item("hard", fmt(ev.hard));
-    item("KL", fmt(ev.kl));
-    item("metric", `${fmt(ev.metric)} (clean ${fmt(d.info.clean_metric)})`);
-    item("edges", ev.n_edges ?? size.edges);
+    if (ev.selection == null && ev.faithfulness == null) { note.textContent = ""; return; }
+    if (ev.refusal) item("faithfulness", ev.refusal);
+    else item("faithfulness", fmt(ev.faithfulness), ev.faithfulness);
+    item("soft", fmt(ev.soft), ev.soft);
+    item("hard", fmt(ev.hard), ev.hard);
+    item("KL", fmt(ev.kl), ev.kl);
+    item("metric", `${fmt(ev.metric)} (full model ${fmt(ev.clean_metric ?? d.info.clean_metric)})`, ev.metric);
+    item("edges", ev.n_edges ?? size.edges, ev.n_edges);
     item("real edges / example", ev.n_real_edges == null ? "–" : Math.round(ev.n_real_edges));
-    evalBox.dataset.fresh = String(Boolean(fresh));
-    status.lastChild.textContent = !live
-      ? (d.info.live ? "no kernel: edits are not re-evaluated on this page" : "no model/dataset: not evaluated")
-      : fresh ? `evaluated in ${fmt(ev.seconds, 2)} s` : "…";
-    if (!live && ev.faithfulness != null && !fresh) {
-      note.textContent = "The numbers are for the circuit as saved; this page cannot re-evaluate edits.";
-    } else note.textContent = "";
-    if (chart && ev.faithfulness != null) {
+    note.textContent = !live && state !== "current" && ev.faithfulness != null
+      ? "The numbers are for the circuit as saved; this page cannot re-evaluate edits." : "";
+    if (chart && ev.faithfulness != null && state === "current") {
       chart.update({ current: { label: "current circuit", n_edges: ev.n_edges, fraction: ev.fraction,
         n_real_edges: ev.n_real_edges, real_fraction: ev.real_fraction, faithfulness: ev.faithfulness,
         soft: ev.soft, hard: ev.hard, kl: ev.kl } });
     }
   }
+
+  // --- view: zoom, pan, fit ------------------------------------------------------------------
+  const view = createView(diagram, {
+    onChange: () => { paint(); },
+    minimapDraw: (ctx, s) => {
+      ctx.fillStyle = "#f8fafc"; ctx.fillRect(0, 0, pos.width, pos.height);
+      ctx.fillStyle = "#e2e8f0";
+      pos.columns.forEach((c, i) => { if (i % 2 === 1) ctx.fillRect(c.x0, 0, c.x1 - c.x0, pos.height); });
+      ctx.fillStyle = "#374151";
+      const r = 2.2 / s;
+      for (let n = 0; n < d.nNodes; n++) if (active[n]) ctx.fillRect(pos.x[n] - r / 2, pos.y[n] - r / 2, r, r);
+    },
+  });
 
   // --- drawing ---------------------------------------------------------------------------------
   function recompute() {
@@ -174,103 +232,61 @@ function render({ model, el }) {
     ghosts = Int32Array.from(g);
     active = new Uint8Array(d.nNodes);
     for (const r of drawn) { active[d.parent[r]] = 1; active[d.child[r]] = 1; }
+    const prevW = pos.width, prevH = pos.height;
+    pos = layoutNodes(d, undefined, collapse.checked ? emptyParts(d, active) : null);
+    if (view.auto || pos.width !== prevW || pos.height !== prevH) {
+      if (view.auto) view.w = pos.width, view.h = pos.height;
+    }
     samples = Array.from(drawn, (r) => sampleCurve(edgeCurve(d, pos, r)));
     ghostSamples = Array.from(ghosts, (r) => sampleCurve(edgeCurve(d, pos, r)));
+    maxAbsScore = 0;
+    for (const r of drawn) maxAbsScore = Math.max(maxAbsScore, Math.abs(d.score[r]));
+    cut = strongCut(d, drawn);
+    if (focus && !active[focus.node] && !(s.removed_nodes ?? []).includes(focus.node)) focus = null;
   }
 
-  function maxAbs() {
-    let m = 0;
-    for (const r of drawn) m = Math.max(m, Math.abs(d.score[r]));
-    return m;
+  let stateKey = 0;            // bumped whenever what the canvas shows changes (not the view)
+  const canvasCache = {};
+  const drawState = () => ({ key: stateKey, drawn, ghosts, active, maxAbs: maxAbsScore, cut, focus: focus?.group ?? null,
+    gone: new Set(sel().removed_nodes ?? []), matches, tabNode });
+
+  let renderMode = "", layers = { edges: "", ghosts: "", nodes: "", frame: "", shade: "" };
+  /** Rebuild the markup (after an edit or a highlight); `paint` places it in view. */
+  function build() {
+    stateKey++;
+    const s = drawState();
+    if (tabNode < 0 || !(active[tabNode] || s.gone.has(tabNode))) tabNode = firstNode();
+    s.tabNode = tabNode;
+    renderMode = drawn.length > SVG_LIMIT ? "canvas" : "svg";
+    layers = {
+      shade: renderMode === "svg" ? shadeMarkup(pos) : "",
+      frame: labelMarkup(d, pos),
+      ghosts: ghostMarkup(d, pos, s),
+      edges: renderMode === "svg" ? edgeMarkup(d, pos, s) : "",
+      nodes: nodeMarkup(d, pos, s),
+    };
+    svg.innerHTML = `<g data-role="viewport">${layers.shade}${layers.frame}<g>${layers.ghosts}${layers.edges}</g><g data-role="nodes">${layers.nodes}</g><g data-role="kb-edge"></g></g>`;
+    canvas.hidden = renderMode !== "canvas";
+    paint();
+    drawKbEdge();
   }
 
-  function pathD(r) {
-    const b = edgeCurve(d, pos, r);
-    return `M${b[0].toFixed(1)},${b[1].toFixed(1)}C${b[2].toFixed(1)},${b[3].toFixed(1)} ${b[4].toFixed(1)},${b[5].toFixed(1)} ${b[6].toFixed(1)},${b[7].toFixed(1)}`;
-  }
-
-  function edgeMarkup(list, m) {
-    const out = [];
-    for (const r of list) {
-      const dash = d.kind[r] > 0 ? ' stroke-dasharray="4 2.5"' : "";
-      out.push(`<path data-row="${d.rowId[r]}" data-local="${r}" d="${pathD(r)}" stroke="${edgeColor(d.score[r])}" stroke-width="${strokeWidth(d.score[r], m, drawn.length).toFixed(2)}" stroke-opacity="0.78" fill="none"${dash}/>`);
+  let paintFrame = 0;
+  /** Apply the view transform (and redraw the canvas): cheap, for zoom and pan. */
+  function paint() {
+    const g = svg.firstChild;
+    const bw = diagram.clientWidth, bh = diagram.clientHeight;
+    svg.setAttribute("width", bw);
+    svg.setAttribute("height", bh);
+    if (g) g.setAttribute("transform", view.transform());
+    if (renderMode === "canvas" && !canvas.hidden) {      // at most once a frame
+      cancelAnimationFrame(paintFrame);
+      paintFrame = requestAnimationFrame(() => {
+        drawCanvas(canvas, d, pos, drawState(), view, bw, bh, canvasCache);
+        el.dataset.paints = String(Number(el.dataset.paints ?? 0) + 1);
+      });
     }
-    return out.join("");
-  }
-
-  function ghostMarkup() {
-    return Array.from(ghosts, (r) => `<path data-ghost="${d.rowId[r]}" d="${pathD(r)}" stroke="${GHOST}" stroke-width="1.2" stroke-dasharray="1.5 2.5" fill="none"/>`).join("");
-  }
-
-  function nodeMarkup() {
-    const gone = new Set(sel().removed_nodes ?? []);
-    const out = [];
-    for (let n = 0; n < d.nNodes; n++) {
-      const t = d.nodeType[n], x = pos.x[n], y = pos.y[n];
-      const on = active[n], removed = gone.has(n), hit = matches.has(n);
-      const fill = removed ? "#f3f4f6" : on ? "#374151" : "#e5e7eb";
-      const stroke = hit ? "#f59e0b" : removed ? "#9ca3af" : on ? "#111827" : "#cbd5e1";
-      const sw = hit ? 3 : 1;
-      const attrs = `data-node="${n}" data-name="${esc(d.nodeNames[n])}" class="pe-node${on ? " on" : ""}${removed ? " removed" : ""}${hit ? " match" : ""}"`;
-      if (t === NODE.HEAD) {
-        out.push(`<circle ${attrs} cx="${x}" cy="${y}" r="5" fill="${fill}" stroke="${stroke}" stroke-width="${sw}"/>`);
-      } else if (t === NODE.MLP) {
-        out.push(`<rect ${attrs} x="${x - 5}" y="${y - 5}" width="10" height="10" rx="2" fill="${on && !removed ? "#6b7280" : fill}" stroke="${stroke}" stroke-width="${sw}"/>`);
-      } else if (t === NODE.INPUT || t === NODE.LOGITS) {
-        out.push(`<rect ${attrs} x="${x - 22}" y="${y - 8}" width="44" height="16" rx="4" fill="${on ? "#eef2ff" : "#f9fafb"}" stroke="${stroke}" stroke-width="${sw}"/>`,
-          `<text x="${x}" y="${y + 4}" text-anchor="middle" font-size="10" fill="${on ? "#1e3a8a" : "#9ca3af"}">${t === NODE.INPUT ? "input" : "logits"}</text>`);
-      } else if (on) {
-        out.push(`<circle ${attrs} cx="${x}" cy="${y}" r="1.8" fill="#6b7280"/>`);
-      }
-      if (removed && (t === NODE.HEAD || t === NODE.MLP)) {
-        out.push(`<path d="M${x - 4},${y - 4}L${x + 4},${y + 4}M${x + 4},${y - 4}L${x - 4},${y + 4}" stroke="#b91c1c" stroke-width="1.5"/>`);
-      }
-    }
-    return out.join("");
-  }
-
-  function frameMarkup() {
-    const out = [];
-    pos.columns.forEach((c, s) => {
-      if (s % 2 === 1) out.push(`<rect x="${c.x0}" y="0" width="${c.x1 - c.x0}" height="${pos.height}" fill="#f8fafc"/>`);
-      const len = d.info.span_lengths ? ` (${Number(d.info.span_lengths[s]).toFixed(1)})` : "";
-      out.push(`<text x="${(c.x0 + c.x1) / 2}" y="16" text-anchor="middle" font-size="11.5" font-weight="600" fill="#374151">${esc(c.name)}<tspan font-weight="400" fill="#9ca3af" font-size="10">${len}</tspan></text>`);
-    });
-    for (const lv of pos.levels) {
-      out.push(`<text x="8" y="${lv.y + 3.5}" font-size="10" fill="#6b7280">${lv.label}</text>`);
-      out.push(`<line x1="${pos.columns[0]?.x0 ?? 0}" x2="${pos.width - 16}" y1="${lv.y}" y2="${lv.y}" stroke="#f1f5f9"/>`);
-    }
-    return out.join("");
-  }
-
-  /** The whole diagram as a standalone SVG document (export). */
-  function svgDocument() {
-    const m = maxAbs();
-    return `<svg xmlns="http://www.w3.org/2000/svg" width="${pos.width}" height="${pos.height}" viewBox="0 0 ${pos.width} ${pos.height}" font-family="system-ui, sans-serif">` +
-      `<rect width="100%" height="100%" fill="#fff"/>${frameMarkup()}<g>${ghostMarkup()}${edgeMarkup(drawn, m)}</g><g>${nodeMarkup()}</g></svg>`;
-  }
-
-  function drawCanvas(m) {
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.ceil(pos.width * dpr);
-    canvas.height = Math.ceil(pos.height * dpr);
-    canvas.style.width = `${pos.width}px`;
-    canvas.style.height = `${pos.height}px`;
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, pos.width, pos.height);
-    ctx.globalAlpha = 0.7;
-    for (const r of drawn) {
-      const b = edgeCurve(d, pos, r);
-      ctx.beginPath();
-      ctx.moveTo(b[0], b[1]);
-      ctx.bezierCurveTo(b[2], b[3], b[4], b[5], b[6], b[7]);
-      ctx.strokeStyle = edgeColor(d.score[r]);
-      ctx.lineWidth = strokeWidth(d.score[r], m, drawn.length);
-      ctx.setLineDash(d.kind[r] > 0 ? [4, 2.5] : []);
-      ctx.stroke();
-    }
-    ctx.globalAlpha = 1;
+    diagram.dataset.zoom = view.k.toFixed(4);
   }
 
   // --- rows not on the page yet: fetched from the kernel, one request at a time --------------
@@ -305,7 +321,7 @@ function render({ model, el }) {
         && !msg.limited) stalled = fetching.need;
       fetching = null;
     }
-    if (applied) keyMax = null;
+    if (applied) { keyMax = null; sortedKeys = null; }
     if (applied || mine) { draw(); showEvaluation(); }
   }
 
@@ -321,8 +337,7 @@ function render({ model, el }) {
     drawn = new Int32Array(0); ghosts = new Int32Array(0); samples = []; ghostSamples = [];
     active = new Uint8Array(d.nNodes);
     size = { edges: 0, rows: 0 };
-    canvas.hidden = true;
-    svg.innerHTML = `${frameMarkup()}<g>${nodeMarkup()}</g>`;
+    build();
     const what = [need.order != null ? `the first ${count(need.order)} edges of the greedy order` : "",
       need.threshold != null ? `every edge with |score| ≥ ${Number(need.threshold).toPrecision(4)}` : "",
       need.units ? `${need.units.length} edge(s) named in the edits` : ""].filter(Boolean).join(", ");
@@ -338,12 +353,11 @@ function render({ model, el }) {
     showEvaluation();
   }
 
-  let renderMode = "";
+  let firstDraw = true;
   function draw() {
     const t0 = performance.now();
     const need = missing(d, sel());
     if (need) {
-      sizeBox();
       drawWaiting(need);
       syncControls();
       return;
@@ -351,58 +365,50 @@ function render({ model, el }) {
     if (waiting) { waiting = ""; showEvaluation(); }
     waitBox.hidden = true;
     el.dataset.state = "ready";
+    const before = [pos.width, pos.height];
     recompute();
-    const m = maxAbs();
-    renderMode = drawn.length > SVG_LIMIT ? "canvas" : "svg";
-    if (renderMode === "canvas") {
-      canvas.hidden = false;
-      drawCanvas(m);
-      svg.innerHTML = `${frameMarkup()}<g>${ghostMarkup()}</g><g>${nodeMarkup()}</g>`;
-      svg.style.background = "transparent";
-      canvas.style.zIndex = 1; svg.style.zIndex = 2;
-    } else {
-      canvas.hidden = true;
-      svg.innerHTML = `${frameMarkup()}<g>${ghostMarkup()}${edgeMarkup(drawn, m)}</g><g>${nodeMarkup()}</g>`;
-    }
-    sizeBox();
+    if (firstDraw || (view.auto && (before[0] !== pos.width || before[1] !== pos.height))) {
+      firstDraw = false;
+      // the box: as tall as the fitted diagram needs (300-640 px)
+      const k0 = Math.min((diagram.clientWidth || 900) / pos.width, 1.25);
+      diagram.style.height = `${Math.round(Math.max(300, Math.min(640, pos.height * k0 + 12)))}px`;
+      view.w = pos.width; view.h = pos.height;
+      renderMode = drawn.length > SVG_LIMIT ? "canvas" : "svg";
+      view.fit(pos.width, pos.height);
+    } else { view.w = pos.width; view.h = pos.height; }
+    build();
     syncControls();
     el.dataset.mode = renderMode;
     el.dataset.drawn = String(drawn.length);
     el.dataset.updateMs = (performance.now() - t0).toFixed(2);
   }
-  const spacer = h("div", { style: { position: "relative", pointerEvents: "none" } });
-  diagram.append(spacer);
 
-  function sizeBox() {
-    svg.setAttribute("width", pos.width);
-    svg.setAttribute("height", pos.height);
-    svg.setAttribute("viewBox", `0 0 ${pos.width} ${pos.height}`);
-    diagram.style.minHeight = `${Math.min(pos.height, 640)}px`;
-    svg.style.minWidth = `${pos.width}px`;
-    // a spacer so the scroll box knows the diagram's size
-    spacer.style.width = `${pos.width}px`;
-    spacer.style.height = `${pos.height}px`;
-  }
-
+  let sortedKeys = null;
   function syncControls() {
     const s = sel();
     mode.value = s.mode;
     if (s.mode === "threshold") {
       const top = maxKey();
-      slider.min = 0; slider.max = 1000; slider.step = 1;
-      slider.value = String(Math.round(1000 * Math.sqrt(Math.min(1, s.threshold / (top || 1)))));
+      slider.min = 0; slider.max = SLIDER_STEPS; slider.step = 1;
+      slider.value = String(Math.round(SLIDER_STEPS * Math.sqrt(Math.min(1, s.threshold / (top || 1)))));
       number.step = "any";
-      number.value = String(Number(s.threshold.toPrecision(4)));
+      number.removeAttribute("max");
+      number.value = String(Number(Number(s.threshold).toPrecision(6)));
     } else {
-      slider.min = 0; slider.max = maxEdges(); slider.step = 1;
-      slider.value = String(s.n_edges);
+      slider.min = 0; slider.max = SLIDER_STEPS; slider.step = 1;
+      slider.value = String(edgesToSlider(s.n_edges, maxEdges()));
       number.step = 1;
       number.max = maxEdges();
       number.value = String(s.n_edges);
     }
+    slider.setAttribute("aria-valuetext", s.mode === "threshold" ? `threshold ${number.value}` : `${s.n_edges} edges`);
+    const note = waiting ? "" : sizeNote(s, size.edges, d.info.merge_qkv);
     sizeLabel.textContent = waiting
       ? `${waiting === "loading" ? "pending" : "not on this page"} · of ${d.nUnitsTotal}`
-      : `${size.edges} edges · ${size.rows} rows · ${(100 * size.edges / Math.max(1, d.nUnitsTotal)).toFixed(2)}% of ${d.nUnitsTotal}`;
+      : `${size.edges} edges${note ? " in the circuit" : ""} · ${size.rows} rows · ${(100 * size.edges / Math.max(1, d.nUnitsTotal)).toFixed(2)}% of ${d.nUnitsTotal}`;
+    whyText.textContent = note;
+    why.hidden = !note;
+    sizeLabel.dataset.differs = String(Boolean(note));
     undoBtn.disabled = !(model.get("history") ?? []).length;
     for (const b of [exportSvg, exportPng, exportJson]) b.disabled = Boolean(waiting);
     capNote.textContent = !final() || holdsAll(d) ? ""
@@ -425,34 +431,9 @@ function render({ model, el }) {
   }
 
   // --- interaction -----------------------------------------------------------------------------
-  function localPoint(ev) {
-    const rect = svg.getBoundingClientRect();
+  function boxPoint(ev) {
+    const rect = diagram.getBoundingClientRect();
     return [ev.clientX - rect.left, ev.clientY - rect.top];
-  }
-
-  function hitNode(px, py) {
-    let best = -1, bestD = 8 * 8;
-    for (let n = 0; n < d.nNodes; n++) {
-      const t = d.nodeType[n];
-      if (t === NODE.Q || t === NODE.K || t === NODE.V) continue;
-      const dx = pos.x[n] - px, dy = pos.y[n] - py;
-      const reach = t === NODE.INPUT || t === NODE.LOGITS ? 22 : 7;
-      if (Math.abs(dx) <= reach && Math.abs(dy) <= 8) {
-        const dd = dx * dx / (reach * reach / 49) + dy * dy;
-        if (dd < bestD) { bestD = dd; best = n; }
-      }
-    }
-    return best;
-  }
-
-  function hitAt(px, py) {
-    const n = hitNode(px, py);
-    if (n >= 0) return { node: n };
-    const r = hitEdge(samples, drawn, px, py, 5);
-    if (r >= 0) return { row: r };
-    const g = hitEdge(ghostSamples, ghosts, px, py, 5);
-    if (g >= 0) return { ghost: g };
-    return null;
   }
 
   function tipHTML(hit) {
@@ -490,53 +471,96 @@ function render({ model, el }) {
     return html;
   }
 
+  function showTip(html, bx, by) {
+    tip.innerHTML = html;
+    tip.hidden = false;
+    const { left, top } = placeTip(bx, by, tip.offsetWidth, tip.offsetHeight, diagram.clientWidth, diagram.clientHeight);
+    tip.style.left = `${left}px`;
+    tip.style.top = `${top}px`;
+  }
+
+  function setFocus(n) {
+    const next = n >= 0 ? { node: n, group: new Set(nodeGroup(d, n)) } : null;
+    if ((next?.node ?? -1) === (focus?.node ?? -1)) return;
+    focus = next;
+    stateKey++;
+    diagram.dataset.highlight = next ? d.nodeNames[n] : "";
+    if (renderMode === "svg") {       // classes only: no rebuild
+      const g = svg.querySelectorAll("path[data-row]");
+      svg.classList.toggle("pe-dim", Boolean(next));
+      const s = drawState();
+      for (const p of g) {
+        const r = Number(p.dataset.local);
+        const on = next && (next.group.has(d.parent[r]) || next.group.has(d.child[r]));
+        p.classList.toggle("hl", Boolean(on));
+        p.setAttribute("stroke-opacity", String(edgeAlpha(d, r, s)));
+      }
+    } else paint();
+  }
   let hoverFrame = 0;
   function onMove(ev) {
-    const [px, py] = localPoint(ev);
+    const [bx, by] = boxPoint(ev);
     cancelAnimationFrame(hoverFrame);
     hoverFrame = requestAnimationFrame(() => {
-      const hit = hitAt(px, py);
+      if (diagram.classList.contains("pe-dragging")) { tip.hidden = true; return; }
+      const hit = hitAt(bx, by);
+      setFocus(hit?.node ?? (kbFocusNode() ?? -1));
       if (!hit) { tip.hidden = true; diagram.style.cursor = ""; return; }
       diagram.style.cursor = "pointer";
-      tip.innerHTML = tipHTML(hit);
-      tip.hidden = false;
-      tip.style.left = `${px + 14 + diagram.scrollLeft * 0}px`;
-      tip.style.top = `${py + 12}px`;
+      showTip(tipHTML(hit), bx, by);
     });
   }
 
-  function onClick(ev) {
-    const [px, py] = localPoint(ev);
-    const hit = hitAt(px, py);
-    if (!hit) return;
+  function toggleHit(hit) {
     const s = sel();
     if (hit.node != null) {
       const removed = (s.removed_nodes ?? []).includes(hit.node);
-      if (!removed && !active[hit.node]) return;
+      if (!removed && !active[hit.node]) return false;
       edit(toggleNodes(s, nodeGroup(d, hit.node)));
     } else if (hit.row != null) edit(toggleUnit(s, d.unitIds[d.unit[hit.row]], true));
     else edit(toggleUnit(s, d.unitIds[d.unit[hit.ghost]], false));
+    return true;
+  }
+
+  function onClick(ev) {
+    if (view.dragged) return;
+    if (ev.target.closest?.(".pe-zoom, .pe-minimap")) return;
+    const [bx, by] = boxPoint(ev);
+    const hit = hitAt(bx, by);
+    if (!hit) return;
+    toggleHit(hit);
     tip.hidden = true;
   }
 
   function onSlider() {
     const s = sel();
     if (s.mode === "threshold") {
-      const f = Number(slider.value) / 1000;
+      const f = Number(slider.value) / SLIDER_STEPS;
       edit(setThreshold(s, capThreshold(Number((maxKey() * f * f).toPrecision(4)))));
-    } else edit(setEdges(s, Math.min(Number(slider.value), maxEdges())));
+    } else edit(setEdges(s, sliderToEdges(slider.value, maxEdges())));
     syncControls();   // a capped value moves the control back (the selection may not change)
+  }
+
+  // arrow keys on the slider: one edge at a time (the log scale is too coarse for that)
+  function onSliderKey(ev) {
+    const s = sel();
+    if (s.mode !== "edges") return;
+    const step = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 }[ev.key];
+    if (!step) return;
+    ev.preventDefault();
+    edit(setEdges(s, Math.max(0, Math.min(maxEdges(), s.n_edges + step))));
+    syncControls();
   }
 
   function onNumber() {
     const s = sel(), v = Number(number.value);
-    if (!Number.isFinite(v) || v < 0) { syncControls(); return; }
-    edit(s.mode === "threshold" ? setThreshold(s, capThreshold(v)) : setEdges(s, Math.min(v, maxEdges())));
+    if (number.value === "" || !Number.isFinite(v) || v < 0) { syncControls(); return; }
+    edit(s.mode === "threshold" ? setThreshold(s, capThreshold(v)) : setEdges(s, Math.min(Math.round(v), maxEdges())));
     syncControls();
   }
 
   // Enter takes the typed size at once (JupyterLab keeps a number input's Enter from making a
-  // change event)
+  // change event, and may take Enter as a notebook command: stopped here)
   function onNumberKey(ev) {
     if (ev.key === "Enter") { ev.preventDefault(); ev.stopPropagation(); onNumber(); }
   }
@@ -544,20 +568,105 @@ function render({ model, el }) {
   function onMode() {
     const s = sel();
     if (mode.value === "threshold") {
-      // keep the circuit about the same size: the threshold of the n-th greedy edge
-      const n = Math.max(1, Math.min(s.n_edges, d.order.length));
-      edit(setThreshold(s, capThreshold(Number(d.unitKey[d.order[n - 1]].toPrecision(4)))));
-    } else edit(setEdges(s, waiting ? s.n_edges : size.edges));
+      // keep the circuit's size: the threshold is the key of the last unit included
+      if (!sortedKeys) sortedKeys = d.unitKey;
+      const n = Math.max(1, waiting ? s.n_edges : Math.min(s.n_edges, d.unitKey.length));
+      edit(setThreshold(s, capThreshold(thresholdForSize(sortedKeys, n, minThreshold(d)))));
+    } else edit(setEdges(s, waiting ? s.n_edges : Math.min(size.edges, maxEdges())));
+    syncControls();
   }
 
   function onSearch() {
     matches = new Set(searchNodes(d, search.value));
-    draw();
+    build();
     const first = [...matches][0];
-    if (first !== undefined) {
-      diagram.scrollTo({ left: Math.max(0, pos.x[first] - diagram.clientWidth / 2),
-        top: Math.max(0, pos.y[first] - diagram.clientHeight / 2) });
+    if (first !== undefined && view.zoomed()) view.centerOn(pos.x[first], pos.y[first]);
+  }
+
+  // --- keyboard: nodes (roving tabindex), a node's edges, zoom and pan ------------------------
+  const kbFocusNode = () => {
+    const a = svg.ownerDocument.activeElement;
+    return a && svg.contains(a) && a.dataset?.node != null ? Number(a.dataset.node) : null;
+  };
+  function focusNodeEl(n) {
+    const old = svg.querySelector('[data-node][tabindex="0"]');
+    old?.setAttribute("tabindex", "-1");
+    tabNode = n;
+    const elN = svg.querySelector(`[data-node="${n}"]`);
+    if (!elN) return;
+    elN.setAttribute("tabindex", "0");
+    elN.focus({ preventScroll: true });
+    setFocus(n);
+    const [sx, sy] = view.toScreen(pos.x[n], pos.y[n]);
+    if (sx < 20 || sy < 20 || sx > diagram.clientWidth - 20 || sy > diagram.clientHeight - 20) view.centerOn(pos.x[n], pos.y[n]);
+  }
+  const firstNode = () => firstNodeOf(d, pos, active, new Set(sel().removed_nodes ?? []));
+  const neighbour = (n, dx, dy) => neighbourOf(d, pos, active, new Set(sel().removed_nodes ?? []), n, dx, dy);
+  const nodeEdges = (n) => nodeEdgesOf(d, drawn, ghosts, n);
+
+  /** What is under a point of the box (see hit.js). */
+  const hitAt = (bx, by) => hitTest(d, pos, view, { active, gone: new Set(sel().removed_nodes ?? []), drawn,
+    ghosts, samples, ghostSamples }, bx, by);
+
+  function drawKbEdge() {
+    const g = svg.querySelector('[data-role="kb-edge"]');
+    if (!g) return;
+    if (!kbEdge || !kbEdge.list.length) { g.innerHTML = ""; return; }
+    const [r, ghost] = kbEdge.list[kbEdge.i];
+    const b = edgeCurve(d, pos, r);
+    g.innerHTML = `<path data-role="focus-edge" tabindex="-1" role="button" aria-label="${esc(edgeLabel(d, r, ghost))}: Enter ${ghost ? "restores" : "prunes"} it (${kbEdge.i + 1} of ${kbEdge.list.length})" data-edge="${d.rowId[r]}" d="M${b[0]},${b[1]}C${b[2]},${b[3]} ${b[4]},${b[5]} ${b[6]},${b[7]}" fill="none" stroke="#f59e0b" stroke-width="4" stroke-opacity="0.85"/>`;
+    const p = g.firstChild;
+    p.focus({ preventScroll: true });
+    const box = diagram.getBoundingClientRect();
+    showTip(tipHTML(ghost ? { ghost: r } : { row: r }), ...view.toScreen((b[0] + b[6]) / 2, (b[1] + b[7]) / 2).map((v, i) => v + (i ? 0 : 0)));
+    void box;
+  }
+
+  function onDiagramKey(ev) {
+    const a = svg.ownerDocument.activeElement;
+    if (kbEdge && a?.dataset?.role === "focus-edge") {
+      if (ev.key === "ArrowRight" || ev.key === "ArrowDown" || ev.key === "]") kbEdge.i = (kbEdge.i + 1) % kbEdge.list.length;
+      else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp" || ev.key === "[") kbEdge.i = (kbEdge.i - 1 + kbEdge.list.length) % kbEdge.list.length;
+      else if (ev.key === "Enter" || ev.key === " ") {
+        const [r, ghost] = kbEdge.list[kbEdge.i];
+        const node = kbEdge.node;
+        toggleHit(ghost ? { ghost: r } : { row: r });
+        kbEdge = { node, list: nodeEdges(node), i: Math.min(kbEdge.i, Math.max(0, nodeEdges(node).length - 1)) };
+      } else if (ev.key === "Escape") {
+        const n = kbEdge.node; kbEdge = null; drawKbEdge(); tip.hidden = true; focusNodeEl(n);
+      } else return;
+      ev.preventDefault(); ev.stopPropagation();
+      drawKbEdge();
+      return;
     }
+    const n = kbFocusNode();
+    if (n != null) {
+      const dir = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[ev.key];
+      if (dir) {
+        const m = neighbour(n, ...dir);
+        if (m >= 0) focusNodeEl(m);
+      } else if (ev.key === "Enter" || ev.key === " ") {
+        toggleHit({ node: n });
+        focusNodeEl(n);
+      } else if (ev.key === "e" || ev.key === "E") {
+        const list = nodeEdges(n);
+        if (list.length) { kbEdge = { node: n, list, i: 0 }; drawKbEdge(); }
+      } else if (ev.key === "Escape") { diagram.focus(); setFocus(-1); }
+      else if (!view.key(ev)) return;
+      ev.preventDefault(); ev.stopPropagation();
+      return;
+    }
+    if (a === diagram) {
+      if (ev.key === "Enter" || ev.key === "n") { const f = tabNode >= 0 ? tabNode : firstNode(); if (f >= 0) focusNodeEl(f); ev.preventDefault(); return; }
+      if (view.key(ev)) ev.stopPropagation();
+    }
+  }
+  function onFocusIn(ev) {
+    const n = ev.target?.dataset?.node;
+    if (n != null) { tabNode = Number(n); setFocus(Number(n)); }
+  }
+  function onFocusOut() {
+    requestAnimationFrame(() => { if (kbFocusNode() == null && !kbEdge) setFocus(-1); });
   }
 
   function onKey(ev) {
@@ -565,6 +674,12 @@ function render({ model, el }) {
   }
 
   const stem = () => `circuit_${d.info.method ?? "peap"}_${size.edges}edges`;
+  /** The whole diagram as a standalone SVG document (export), at scale 1. */
+  function svgDocument() {
+    const s = { ...drawState(), focus: null };
+    return `<svg xmlns="http://www.w3.org/2000/svg" width="${pos.width}" height="${pos.height}" viewBox="0 0 ${pos.width} ${pos.height}" font-family="system-ui, sans-serif">` +
+      `<rect width="100%" height="100%" fill="#fff"/>${shadeMarkup(pos)}${labelMarkup(d, pos)}<g>${ghostMarkup(d, pos, s)}${edgeMarkup(d, pos, s)}</g><g>${nodeMarkup(d, pos, s)}</g></svg>`;
+  }
   function onExportSvg() { download(`${stem()}.svg`, svgDocument(), "image/svg+xml"); }
   function onExportJson() {
     download(`${stem()}.json`, JSON.stringify(circuitJSON(d, rows)), "application/json");
@@ -586,23 +701,30 @@ function render({ model, el }) {
 
   const listeners = [
     [diagram, "mousemove", onMove], [diagram, "click", onClick],
-    [diagram, "mouseleave", () => { tip.hidden = true; }],
-    [slider, "input", onSlider], [number, "change", onNumber], [number, "keydown", onNumberKey],
-    [mode, "change", onMode],
+    [diagram, "mouseleave", () => { tip.hidden = true; setFocus(kbFocusNode() ?? -1); }],
+    [diagram, "keydown", onDiagramKey], [svg, "focusin", onFocusIn], [svg, "focusout", onFocusOut],
+    [slider, "input", onSlider], [slider, "keydown", onSliderKey],
+    [number, "change", onNumber], [number, "keydown", onNumberKey],
+    [mode, "change", onMode], [collapse, "change", () => { draw(); view.fit(pos.width, pos.height); }],
     [undoBtn, "click", undo], [resetBtn, "click", () => edit({ ...sel(), added: [], removed: [], removed_nodes: [] })],
+    [fullBtn, "click", () => requestEvaluation(true)],
     [search, "input", onSearch], [root, "keydown", onKey],
     [exportSvg, "click", onExportSvg], [exportPng, "click", onExportPng], [exportJson, "click", onExportJson],
   ];
   for (const [target, type, fn] of listeners) target.addEventListener(type, fn);
-  const stopSel = onChange(model, ["selection", "history"], draw);
+  const stopSel = onChange(model, ["selection", "history"], () => { draw(); showEvaluation(); });
   const stopEval = onChange(model, ["evaluation"], onEvaluation);
   model.on("msg:custom", onCustom);
 
   draw();
-  showEvaluation();
+  onEvaluation();
   el.dataset.renderMs = (performance.now() - started).toFixed(2);
   el.explorer = { data: d, rows: () => rows, edit, undo, svgDocument, json: () => circuitJSON(d, rows),
-    waiting: () => waiting };
+    waiting: () => waiting, selection: sel, view, pos: () => pos, highlight: setFocus,
+    /** A point of the diagram in page coordinates. */
+    pagePoint: (x, y) => { const r = diagram.getBoundingClientRect(), [sx, sy] = view.toScreen(x, y); return [r.left + sx, r.top + sy]; },
+    edgeMid: (r) => { const b = sampleCurve(edgeCurve(d, pos, r), 2); return [b[2], b[3]]; },
+    sliderFor: (n) => edgesToSlider(n, maxEdges()) };
 
   return () => {
     for (const [target, type, fn] of listeners) target.removeEventListener(type, fn);
@@ -610,7 +732,8 @@ function render({ model, el }) {
     model.off("msg:custom", onCustom);
     if (fetching) clearTimeout(fetching.timer);
     chart?.destroy();
-    clearTimeout(timer);
+    clearInterval(tick); clearTimeout(expireTimer);
+    view.destroy();
     root.remove();
   };
 }

@@ -7,37 +7,75 @@ import { NODE } from "./logic.js";
 export const STYLE = { top: 34, left: 64, rowH: 46, headW: 16, minColW: 96, pad: 12, portDy: 9,
   portDx: 4 };
 
-/** Node positions: {x, y: Float32Array per node, width, height, columns, levels}. */
-export function layoutNodes(d, style = STYLE) {
+/** The level (row, 0 = input at the bottom) of node n: input 0, L{l} attn 2l+1 (its q/k/v ports
+ * too), L{l} mlp 2l+2, logits 2L+1. */
+export function levelOf(d, n) {
+  const t = d.nodeType[n], l = d.nodeLayer[n];
+  if (t === NODE.INPUT) return 0;
+  if (t === NODE.LOGITS) return 2 * d.info.layers + 1;
+  if (t === NODE.MLP) return 2 * l + 2;
+  return 2 * l + 1;
+}
+
+/** Spans and levels holding no node of the circuit (`active`: per node 0/1): {spans, levels}
+ * as Sets (input and logits levels never collapse). */
+export function emptyParts(d, active) {
+  const S = d.info.spans.length, nLevels = 2 * d.info.layers + 2;
+  const spanUsed = new Uint8Array(S), levelUsed = new Uint8Array(nLevels);
+  for (let n = 0; n < d.nNodes; n++) {
+    if (!active[n]) continue;
+    spanUsed[d.nodeSpan[n]] = 1;
+    levelUsed[levelOf(d, n)] = 1;
+  }
+  const spans = new Set(), levels = new Set();
+  for (let s = 0; s < S; s++) if (!spanUsed[s]) spans.add(s);
+  for (let lv = 1; lv < nLevels - 1; lv++) if (!levelUsed[lv]) levels.add(lv);
+  return { spans, levels };
+}
+
+/** Node positions: {x, y: Float32Array per node, width, height, columns, levels}. `hidden`
+ * ({spans, levels} Sets, optional): parts drawn collapsed (narrow columns, low rows). */
+export function layoutNodes(d, style = STYLE, hidden = null) {
   const { layers: L, heads: H, spans } = d.info;
   const colW = Math.max(style.minColW, H * style.headW + 2 * style.pad + style.headW);
   const nLevels = 2 * L + 2;
-  const levelY = (lv) => style.top + (nLevels - 1 - lv) * style.rowH;
+  const hs = hidden?.spans ?? new Set(), hl = hidden?.levels ?? new Set();
+  const narrow = 22, low = 12;
+  const colX = new Float32Array(spans.length + 1);
+  colX[0] = style.left;
+  for (let s = 0; s < spans.length; s++) colX[s + 1] = colX[s] + (hs.has(s) ? narrow : colW);
+  const levY = new Float32Array(nLevels);   // top to bottom: level nLevels-1 first
+  let yy = style.top;
+  for (let lv = nLevels - 1; lv >= 0; lv--) {
+    levY[lv] = yy;
+    if (lv > 0) yy += hl.has(lv) || hl.has(lv - 1) ? low : style.rowH;
+  }
+  const levelY = (lv) => levY[lv];
   const x = new Float32Array(d.nNodes), y = new Float32Array(d.nNodes);
-  const headSpace = (colW - 2 * style.pad - style.headW) / Math.max(H, 1);
   for (let n = 0; n < d.nNodes; n++) {
     const s = d.nodeSpan[n], l = d.nodeLayer[n], t = d.nodeType[n];
-    const x0 = style.left + s * colW;
-    const centre = x0 + colW / 2;
+    const x0 = colX[s], w = colX[s + 1] - colX[s];
+    const centre = x0 + w / 2;
+    const scale = w / colW;
+    const headSpace = (w - scale * (2 * style.pad + style.headW)) / Math.max(H, 1);
     if (t === NODE.INPUT) { x[n] = centre; y[n] = levelY(0); }
     else if (t === NODE.LOGITS) { x[n] = centre; y[n] = levelY(nLevels - 1); }
-    else if (t === NODE.MLP) { x[n] = x0 + colW - style.pad - style.headW / 2; y[n] = levelY(2 * l + 2); }
+    else if (t === NODE.MLP) { x[n] = x0 + w - scale * (style.pad + style.headW / 2); y[n] = levelY(2 * l + 2); }
     else {
-      const hx = x0 + style.pad + (d.nodeHead[n] + 0.5) * headSpace;
+      const hx = x0 + scale * style.pad + (d.nodeHead[n] + 0.5) * headSpace;
       const hy = levelY(2 * l + 1);
       if (t === NODE.HEAD) { x[n] = hx; y[n] = hy; }
-      else { x[n] = hx + (t - NODE.K) * style.portDx; y[n] = hy + style.portDy; }
+      else { x[n] = hx + (t - NODE.K) * style.portDx * scale; y[n] = hy + (hl.has(2 * l + 1) ? 3 : style.portDy); }
     }
   }
-  const columns = spans.map((name, s) => ({ name, x0: style.left + s * colW, x1: style.left + (s + 1) * colW }));
+  const columns = spans.map((name, s) => ({ name, x0: colX[s], x1: colX[s + 1], collapsed: hs.has(s) }));
   const levels = [];
   for (let lv = 0; lv < nLevels; lv++) {
     const label = lv === 0 ? "input" : lv === nLevels - 1 ? "logits"
       : lv % 2 === 1 ? `L${(lv - 1) / 2} attn` : `L${(lv - 2) / 2} mlp`;
-    levels.push({ label, y: levelY(lv) });
+    levels.push({ label, y: levelY(lv), collapsed: hl.has(lv) });
   }
-  return { x, y, width: style.left + spans.length * colW + 16, height: levelY(0) + 30, columns,
-    levels, colW };
+  return { x, y, width: colX[spans.length] + 16, height: levelY(0) + 30, columns, levels, colW };
 }
 
 /** Control points of a row's edge: a cubic Bézier [x0, y0, c1x, c1y, c2x, c2y, x1, y1]. */
@@ -93,6 +131,10 @@ export function strokeWidth(score, maxAbs, drawn = 0) {
   return 0.5 + widest * Math.sqrt(Math.abs(score) / maxAbs);
 }
 
+// blue / orange (PuOr-like): no red-green pair, stays apart under deuteranopia and protanopia,
+// and orange does not read as "error" (the legend says what sign means)
 export const POSITIVE = "#2166ac";
-export const NEGATIVE = "#d6604d";
+export const NEGATIVE = "#e66101";
+/** Dash pattern per edge kind (resid, q, k, v): crossing q/k/v stay distinguishable. */
+export const DASH = [null, [1.5, 2.5], [6, 3], [3, 2, 1, 2]];
 export function edgeColor(score) { return score >= 0 ? POSITIVE : NEGATIVE; }

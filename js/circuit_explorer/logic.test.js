@@ -205,3 +205,127 @@ describe("layout", () => {
     expect(strokeWidth(1, 0)).toBe(1);
   });
 });
+
+// --- size control, evaluation requests, hover cards (issue 12) ---------------------------------
+import { sliderToEdges, edgesToSlider, thresholdForSize, sizeNote, SLIDER_STEPS } from "./size.js";
+import { evaluationClient, sameSelection } from "./evaluation.js";
+import { placeTip } from "./tip.js";
+
+describe("log-scaled size slider", () => {
+  it("spans 0..max, is fine at small sizes and inverts", () => {
+    const max = 250000;
+    expect(sliderToEdges(0, max)).toBe(0);
+    expect(sliderToEdges(SLIDER_STEPS, max)).toBe(max);
+    // one step at the small end moves by at most a few edges, not 250 (linear)
+    expect(sliderToEdges(300, max) - sliderToEdges(299, max)).toBeLessThan(5);
+    for (const n of [1, 10, 60, 479, 4000, 100000]) {
+      const back = sliderToEdges(edgesToSlider(n, max), max);
+      expect(Math.abs(back - n) / n).toBeLessThan(0.015);
+    }
+  });
+  it("threshold keeps the size: the key of the n-th largest unit", () => {
+    const keys = Float64Array.from([0.5, 3, 1, 2, 0.1]);
+    expect(thresholdForSize(keys, 2)).toBe(2);
+    expect(thresholdForSize(keys, 5)).toBe(0.1);
+    expect(thresholdForSize(keys, 9)).toBe(0.1);
+    expect(thresholdForSize(keys, 3)).toBeGreaterThan(0);
+  });
+  it("explains a shown count that differs from the one asked", () => {
+    const sel = { mode: "edges", n_edges: 479, added: [], removed: [], removed_nodes: [], prune: true };
+    expect(sizeNote(sel, 479, true)).toBe("");
+    const why = sizeNote(sel, 468, true);
+    expect(why).toMatch(/479/);
+    expect(why).toMatch(/468/);
+    expect(why).toMatch(/q, k and v/);
+    expect(why).toMatch(/path from an input to the logits/);
+  });
+});
+
+describe("evaluation requests carry the selection", () => {
+  const mk = () => {
+    let cur = { mode: "edges", n_edges: 1 };
+    const sent = [];
+    const c = evaluationClient({ send: (m) => sent.push(m), current: () => cur });
+    return { c, sent, set: (n) => { cur = { mode: "edges", n_edges: n }; } };
+  };
+  it("one in flight, the message holds the selection, the last state is asked for next", () => {
+    const { c, sent, set } = mk();
+    c.request();
+    for (let n = 2; n <= 15; n++) { set(n); c.request(); }
+    expect(sent.length).toBe(1);
+    expect(sent[0].selection.n_edges).toBe(1);
+    // the answer is for selection 1: pending (not current), and the page asks again for 15
+    const ev = { version: sent[0].version, selection: sent[0].selection, faithfulness: 0.5 };
+    expect(c.state(ev)).toBe("pending");
+    expect(c.answer(ev)).toBe(true);
+    expect(sent.length).toBe(2);
+    expect(sent[1].selection.n_edges).toBe(15);
+    const ev2 = { version: sent[1].version, selection: sent[1].selection, faithfulness: 0.7 };
+    expect(c.answer(ev2)).toBe(false);
+    expect(c.state(ev2)).toBe("current");
+  });
+  it("an answer for an older state (e.g. from Python) never leaves it pending forever", () => {
+    const { c, sent, set } = mk();
+    c.request();
+    c.answer({ version: sent[0].version, selection: { mode: "edges", n_edges: 1 } });
+    set(7);                        // the selection changed without an edit on this page
+    expect(c.answer({ version: null, selection: { mode: "edges", n_edges: 1 } })).toBe(true);
+    expect(sent.at(-1).selection.n_edges).toBe(7);
+  });
+  it("compares selections by content", () => {
+    expect(sameSelection({ a: 1, mode: "edges", n_edges: 2 }, { n_edges: 2, mode: "edges", a: 1 })).toBe(true);
+    expect(sameSelection({ mode: "threshold", n_edges: 2, threshold: 1 }, { mode: "threshold", n_edges: 9, threshold: 1 })).toBe(true);
+    expect(sameSelection({ mode: "edges", n_edges: 2 }, { mode: "edges", n_edges: 3 })).toBe(false);
+  });
+});
+
+describe("hover cards stay in the box", () => {
+  it("flips near the right and bottom edges, clamps, never squeezes", () => {
+    expect(placeTip(10, 10, 200, 100, 800, 600)).toEqual({ left: 24, top: 22 });
+    const r = placeTip(790, 590, 200, 100, 800, 600);
+    expect(r.left + 200).toBeLessThanOrEqual(800);
+    expect(r.top + 100).toBeLessThanOrEqual(600);
+    expect(r.left).toBe(790 - 14 - 200);
+  });
+});
+
+import { hitTest } from "./hit.js";
+import { firstNodeOf, neighbourOf, nodeEdgesOf } from "./keyboard.js";
+import { emptyParts } from "./layout.js";
+
+describe("hit test: a ghost under the pointer wins over a drawn edge", () => {
+  it("restores the pruned edge, not its drawn neighbour", () => {
+    const d = tiny(), pos = layoutNodes(d);
+    const view = { k: 1, toDiagram: (x, y) => [x, y] };
+    // rows 0 (input->A, pruned: a ghost) and 2 (input->mlp, drawn) start at the same input
+    const curve = (r) => sampleCurve(edgeCurve(d, pos, r));
+    const s = { active: Uint8Array.from([1, 0, 1, 1, 0]), gone: new Set(), drawn: Int32Array.from([2, 3]),
+      ghosts: Int32Array.from([0]), samples: [curve(2), curve(3)], ghostSamples: [curve(0)] };
+    // a point on the ghost with the drawn edge also within reach
+    const g = curve(0), p = [g[4], g[5]];
+    const near = hitEdge(s.samples, s.drawn, p[0], p[1], 40);
+    expect(near).toBe(2);                                   // a drawn neighbour is in reach
+    expect(hitTest(d, pos, view, s, p[0], p[1])).toEqual({ ghost: 0 });
+    // on a node's glyph the node wins
+    expect(hitTest(d, pos, view, s, pos.x[2], pos.y[2])).toEqual({ node: 2 });
+  });
+});
+
+describe("keyboard navigation", () => {
+  it("starts at the input, moves by arrows, lists a node's edges with ghosts", () => {
+    const d = tiny(), pos = layoutNodes(d);
+    const active = Uint8Array.from([1, 1, 1, 1, 0]);
+    expect(firstNodeOf(d, pos, active, new Set())).toBe(0);
+    const up = neighbourOf(d, pos, active, new Set(), 0, 0, -1);
+    expect([1, 2]).toContain(up);
+    expect(neighbourOf(d, pos, active, new Set(), 3, 0, -1)).toBe(-1);   // nothing above the logits
+    expect(nodeEdgesOf(d, Int32Array.from([0, 1]), Int32Array.from([2]), 0)).toEqual([[0, false], [2, true]]);
+  });
+  it("collapses levels and spans with no circuit node", () => {
+    const d = tiny();
+    const parts = emptyParts(d, Uint8Array.from([1, 0, 0, 1, 0]));
+    expect([...parts.levels]).toEqual([1, 2]);
+    const pos = layoutNodes(d, undefined, parts);
+    expect(pos.height).toBeLessThan(layoutNodes(d).height);
+  });
+});

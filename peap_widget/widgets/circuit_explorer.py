@@ -14,8 +14,14 @@ units of the greedy order (or every unit scoring at least ``threshold``), plus `
 a path from an ``input`` node to the logits is dropped. The front end computes the same thing
 (js/circuit_explorer/logic.js; a test checks they agree) so filtering needs no kernel.
 
-With a model and dataset, each edit is re-evaluated here (the front end asks with a message and
-sends the next request only when the last answer arrived, so fast edits are coalesced).
+With a model and dataset, each edit is re-evaluated here. The page asks with a message
+``{"type": "evaluate", "version", "selection", "full"}`` that carries the selection itself (a
+trait sync may arrive after the message); the kernel evaluates exactly that selection and
+answers (the ``evaluation`` trait) with it and the version. The page shows numbers only when the
+answered selection is the one shown, else "pending", and asks again; it sends the next request
+only when the last answer arrived, so fast edits are coalesced. Where an evaluation is slow
+(more than ``sample_after`` seconds on the whole dataset), edits are evaluated on a subsample of
+``sample_size`` examples (the page says so) and the full evaluation is one button away.
 
 Big graphs (an 8B model's has 13 million rows) do not go to the page whole. The page gets the
 node table and the rows of the units it *holds*: S(a, b) = the first ``a`` units of the greedy
@@ -280,6 +286,10 @@ class CircuitExplorer(PeapWidget):
             8B model's graph near 25 MB). Larger sizes are fetched from the kernel on demand;
             graphs that fit go whole.
         chunk_units, max_page_units: units per fetched chunk, and the most a page asks for.
+        sample_size, sample_after: when one evaluation on the whole dataset takes longer than
+            ``sample_after`` seconds (None: never), edits are evaluated on ``sample_size``
+            examples spread over the dataset (the page shows "on k of n prompts" and offers the
+            full evaluation); ``evaluate(full=True)`` always uses every example.
 
     Example:
         >>> explorer = pw.CircuitExplorer(res, model, ds)                  # doctest: +SKIP
@@ -322,7 +332,8 @@ class CircuitExplorer(PeapWidget):
     def __init__(self, result, model=None, dataset=None, n_edges: int | None = None,
                  merge_qkv: bool = True, curves=None, curve_sizes=None, head_details: bool = True,
                  evaluator: Evaluator | None = None, max_units: int = MAX_UNITS,
-                 chunk_units: int = CHUNK_UNITS, max_page_units: int = MAX_PAGE_UNITS, **kwargs):
+                 chunk_units: int = CHUNK_UNITS, max_page_units: int = MAX_PAGE_UNITS,
+                 sample_size: int = 32, sample_after: float | None = 1.0, **kwargs):
         if (model is None) != (dataset is None):
             raise PeapError("give both model and dataset (to re-evaluate edits) or neither")
         self.result, self.model, self.dataset = result, model, dataset
@@ -332,6 +343,8 @@ class CircuitExplorer(PeapWidget):
         self._scores = ship.scores
         self._chunk_units, self._max_page_units = int(chunk_units), int(max_page_units)
         self._evaluator = evaluator
+        self._sample_size, self._sample_after = int(sample_size), sample_after
+        self._sample_evaluator: Evaluator | None = None
         if model is not None and evaluator is None:
             self._evaluator = Evaluator(model, dataset, result.settings.get("ablation", "counterfactual"),
                                         result.settings.get("metric", "logit_diff"))
@@ -394,11 +407,7 @@ class CircuitExplorer(PeapWidget):
     @property
     def circuit(self) -> Circuit:
         """The circuit now shown (a new `pw.Circuit` each time; edit it freely)."""
-        rows = selection_rows(self.result.space, self.merge_qkv, self._order_for(self.selection),
-                              self._scores, self.selection)
-        circ = self.result.circuit_from(rows, merge_qkv=self.merge_qkv)
-        circ.name = "explorer"
-        return circ
+        return self._circuit_of(self.selection)
 
     def _edit(self, **changes):
         sel = {**self.selection, **changes}
@@ -474,43 +483,88 @@ class CircuitExplorer(PeapWidget):
 
     # --- evaluation ----------------------------------------------------------------------------
 
-    def evaluate(self, version: int | None = None) -> dict:
-        """Evaluate the circuit now shown; the answer also goes to the front end."""
+    def _circuit_of(self, selection: dict) -> Circuit:
+        rows = selection_rows(self.result.space, self.merge_qkv, self._order_for(selection),
+                              self._scores, selection)
+        circ = self.result.circuit_from(rows, merge_qkv=self.merge_qkv)
+        circ.name = "explorer"
+        return circ
+
+    def _sampler(self) -> Evaluator | None:
+        """The subsample evaluator, built once the full evaluation proved slow."""
+        if self._sample_evaluator is None and self.dataset is not None \
+                and len(self.dataset) > self._sample_size:
+            n = len(self.dataset)
+            idx = np.unique(np.linspace(0, n - 1, self._sample_size).round().astype(int))
+            from ..data import Dataset
+
+            sub = Dataset(self.dataset.schema, [self.dataset.examples[i] for i in idx],
+                          self.dataset.tokenizer)
+            ev = self._evaluator
+            self._sample_evaluator = Evaluator(self.model, sub, getattr(ev, "ablation", "counterfactual"),
+                                               getattr(ev, "metric_fn", None) or "logit_diff")
+        return self._sample_evaluator
+
+    def evaluate(self, version: int | None = None, selection: dict | None = None,
+                 full: bool | None = None) -> dict:
+        """Evaluate ``selection`` (default: the circuit now shown); the answer, with the
+        selection it is for, also goes to the front end. ``full``: on every example even where
+        edits are evaluated on a subsample (None: as the explorer chose)."""
         if self._evaluator is None:
             raise PeapError("this explorer has no model and dataset to evaluate with")
+        sel = dict(self.selection) if selection is None else {**default_selection(), **selection}
+        use_sample = (not full) and self._sample_evaluator is not None
+        evaluator = self._sample_evaluator if use_sample else self._evaluator
         self.status = "evaluating"
         started = time.perf_counter()
-        circ = self.circuit
-        ev = self._evaluator.run(circ)
-        self.show_evaluation(ev, circ, version, seconds=time.perf_counter() - started)
-        self.status = ""
+        try:
+            circ = self._circuit_of(sel)
+            ev = evaluator.run(circ)
+        finally:
+            self.status = ""
+        seconds = time.perf_counter() - started
+        self.show_evaluation(ev, circ, version, seconds=seconds, selection=sel,
+                             examples=len(evaluator.ds) if hasattr(evaluator, "ds") else None)
+        if (not use_sample and self._sample_after is not None and seconds > self._sample_after
+                and self._sample_evaluator is None):
+            self._sampler()          # later edits: on a subsample
         return self.evaluation
 
     def show_evaluation(self, ev, circuit=None, version: int | None = None,
-                        seconds: float | None = None):
-        """Show an `EvalResult` of the circuit now shown (``circuit``: that circuit, if at hand)
-        as the explorer's numbers; pages without a kernel show what was set here."""
-        circ = self.circuit if circuit is None else circuit
+                        seconds: float | None = None, selection: dict | None = None,
+                        examples: int | None = None):
+        """Show an `EvalResult` of ``selection`` (default: the circuit now shown; ``circuit``:
+        its circuit, if at hand) as the explorer's numbers; pages without a kernel show what was
+        set here."""
+        sel = dict(self.selection) if selection is None else selection
+        circ = (self.circuit if selection is None else self._circuit_of(sel)) if circuit is None \
+            else circuit
+        total = None if self.dataset is None else len(self.dataset)
+        refusal = getattr(ev, "refusal", None)
         self.evaluation = {
             "version": version, "faithfulness": json_number(ev.faithfulness),
             "soft": json_number(ev.soft), "hard": json_number(ev.hard), "kl": json_number(ev.kl),
-            "metric": json_number(ev.metric),
+            "metric": json_number(ev.metric), "clean_metric": json_number(getattr(ev, "clean_metric", None)),
+            "refusal": str(refusal) if refusal else None,
             "n_edges": circ.n_edges, "n_rows": circ.n_rows, "fraction": circ.fraction,
             "n_real_edges": json_number(circ.n_real_edges),
             "real_fraction": json_number(circ.real_fraction),
-            "seconds": None if seconds is None else round(seconds, 4), "selection": self.selection,
+            "seconds": None if seconds is None else round(seconds, 4), "selection": sel,
+            "examples": examples if examples is not None else total, "total_examples": total,
         }
 
     def _on_message(self, _widget, content, _buffers):
         if isinstance(content, dict) and content.get("type") == "more":
             self._send_more(content)
         if isinstance(content, dict) and content.get("type") == "evaluate" and self._evaluator:
+            sel = content.get("selection")
             try:
-                self.evaluate(content.get("version"))
+                self.evaluate(content.get("version"), sel if isinstance(sel, dict) else None,
+                              full=bool(content.get("full")))
             except Exception as e:  # shown in the widget; the kernel keeps going
                 self.status = ""
-                self.evaluation = {"version": content.get("version"), "error": str(e)}
-
+                self.evaluation = {"version": content.get("version"), "error": str(e),
+                                   "selection": sel if isinstance(sel, dict) else self.selection}
 
     # --- what the page holds ------------------------------------------------------------------
 
