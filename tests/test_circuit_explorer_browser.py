@@ -136,8 +136,10 @@ def test_exports_load_in_python(toy_page, chromium):
 
 
 def test_edits_faster_than_evaluation_are_coalesced(toy_page, chromium):
-    """A page standing in for the kernel answers each request after 300 ms; 15 quick slider
-    moves must give at most 2 requests, the last for the final selection."""
+    """A page standing in for the kernel holds its answers until the test releases them (no
+    timing involved): 15 quick slider moves while one request is unanswered give one request;
+    answering it brings exactly one more, for the final selection, and then the panel is
+    current."""
     ex, res, d = toy_page
     page = chromium.new_page()
     page.add_init_script("window.peapStandalone = { kernel: true };")
@@ -147,12 +149,13 @@ def test_edits_faster_than_evaluation_are_coalesced(toy_page, chromium):
         page.evaluate("""() => {
             const { model, el } = window.peapWidgets[0];
             window.requests = [];
+            // the message carries the selection; the answer is for exactly that one
+            window.answer = (i) => { const m = window.requests[i].msg;
+                model.set("evaluation", { version: m.version, faithfulness: 0.5,
+                                          selection: m.selection, seconds: 0.3 }); };
             el.addEventListener("peap-send", (e) => {
                 if (e.detail.type !== "evaluate") return;
-                // the message carries the selection; the answer is for exactly that one
                 window.requests.push({ msg: e.detail, sel: e.detail.selection });
-                setTimeout(() => model.set("evaluation", { version: e.detail.version,
-                    faithfulness: 0.5, selection: e.detail.selection, seconds: 0.3 }), 300);
             });
         }""")
         page.evaluate("""() => {
@@ -163,11 +166,16 @@ def test_edits_faster_than_evaluation_are_coalesced(toy_page, chromium):
             }
         }""")
         assert page.evaluate("window.requests.length") == 1, page.evaluate("window.requests.map((r) => r.msg)")
-        page.wait_for_timeout(900)
+        assert page.get_attribute("[data-role=evaluation]", "data-fresh") != "true"
+        page.evaluate("window.answer(0)")          # the answer to the first, now stale, state
+        page.wait_for_function("window.requests.length === 2")
         reqs = page.evaluate("window.requests")
-        assert len(reqs) == 2
         assert reqs[-1]["sel"]["n_edges"] == page.evaluate(SEL)["n_edges"] >= 50
-        assert page.get_attribute("[data-role=evaluation]", "data-fresh") == "true"
+        assert page.get_attribute("[data-role=evaluation]", "data-fresh") != "true"
+        page.evaluate("window.answer(1)")
+        page.wait_for_function("document.querySelector('[data-role=evaluation]')"
+                               ".dataset.fresh === 'true'")
+        assert page.evaluate("window.requests.length") == 2
         assert "evaluated" in page.inner_text("[data-role=status]")
 
 
