@@ -491,18 +491,11 @@ class CircuitExplorer(PeapWidget):
         return circ
 
     def _sampler(self) -> Evaluator | None:
-        """The subsample evaluator, built once the full evaluation proved slow."""
+        """The subsample evaluator, built once the full evaluation proved slow (the same
+        ablation, metric and mean-ablation reference: `Evaluator.subsample`)."""
         if self._sample_evaluator is None and self.dataset is not None \
-                and len(self.dataset) > self._sample_size:
-            n = len(self.dataset)
-            idx = np.unique(np.linspace(0, n - 1, self._sample_size).round().astype(int))
-            from ..data import Dataset
-
-            sub = Dataset(self.dataset.schema, [self.dataset.examples[i] for i in idx],
-                          self.dataset.tokenizer)
-            ev = self._evaluator
-            self._sample_evaluator = Evaluator(self.model, sub, getattr(ev, "ablation", "counterfactual"),
-                                               getattr(ev, "metric_fn", None) or "logit_diff")
+                and len(self.dataset) > self._sample_size and hasattr(self._evaluator, "subsample"):
+            self._sample_evaluator = self._evaluator.subsample(self._sample_size)
         return self._sample_evaluator
 
     def evaluate(self, version: int | None = None, selection: dict | None = None,
