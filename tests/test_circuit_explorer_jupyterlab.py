@@ -238,7 +238,7 @@ def test_fast_slider_drag_ends_with_numbers_for_the_final_circuit(lab, chromium)
     run_live(lab, chromium, LIVE_SETUPS["toy-ioi"], "toy_ioi_200")
 
 
-@pytest.mark.skipif(not os.environ.get("PEAP_BENCH_LIVE"), reason="a benchmark: bench/bench_explorer_live.py")
+@pytest.mark.benchmark     # run by bench/bench_explorer_live.py (PEAP_BENCH_LIVE=1), not by the suite
 def test_live_numbers_on_a_gpt2_small_shaped_model(lab, chromium):  # noqa: F811
     """The same check on a GPT-2-small-shaped random model (slow; run by the bench script)."""
     from pathlib import Path
