@@ -18,13 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DatasetError, PeapError, SchemaError
+from .errors import DatasetError, PeapError, SchemaError, in_file
 from .jsonio import dump_json, load_json, read_text
 from .schema import Ranges, Schema, ranges_from_starts
 
@@ -240,7 +239,7 @@ class Dataset:
         try:
             return cls.from_dict(d, model)
         except PeapError as err:
-            raise _in_file(err, path) from None
+            raise in_file(err, path) from None
 
     def require_model(self, model) -> None:
         """Check that this dataset can run on ``model``: tokenized with the same vocabulary, every
@@ -283,7 +282,7 @@ class Dataset:
             names, records = peap_csv_records(df, schema)
             return cls.from_records(records, model, schema=schema if schema is not None else names)
         except PeapError as err:
-            raise (err if frame else _in_file(err, path_or_frame)) from None
+            raise (err if frame else in_file(err, path_or_frame)) from None
 
 
 def read_csv(path):
@@ -343,12 +342,6 @@ def peap_csv_records(df, schema=None) -> tuple[list[str], list[dict]]:
 
 def _encode(tok, text: str) -> list[int]:
     return list(tok(text)["input_ids"])
-
-
-def _in_file(err: PeapError, path) -> PeapError:
-    """``err`` with the file named in front of its message (same class, same fields)."""
-    err.args = (f"{path}: {err.args[0] if err.args else err}",) + tuple(err.args[1:])
-    return err
 
 
 def check_tokenizer(data_tok, model_tok) -> None:

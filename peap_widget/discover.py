@@ -21,6 +21,7 @@ from pathlib import Path
 from .attribution import attribute
 from .curves import faithfulness_curve, mib_scores
 from .errors import PeapError
+from .jsonio import finite_or_none
 from .evaluate import Evaluator, NormalisationError
 from .report import write_report
 
@@ -148,7 +149,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_report(tmp / "report.html", title or f"peap_widget: {task.name} on {model.name}",
                      summary, results, start_sizes, curve, evals)
-        summary = {k: _json_value(v) for k, v in summary.items()}
+        summary = finite_or_none(summary)   # strict JSON: reasons are in faithfulness_refused
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
         (tmp / ".pid").unlink()
         _replace_folder(tmp, out)
@@ -209,11 +210,3 @@ def _replace_folder(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _json_value(v):
-    """A strict-JSON summary value: NaN and infinities become None (their reasons are in
-    ``faithfulness_refused`` / ``task_warning``)."""
-    import math
-
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v

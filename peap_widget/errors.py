@@ -12,6 +12,15 @@ def _where(example, label, name) -> str:
     return (", ".join(parts) + ": ") if parts else ""
 
 
+def in_file(err: PeapError, path) -> PeapError:
+    """``err`` with the file ``path`` named in front of its message (same class, same fields),
+    unless the message already names it."""
+    msg = err.args[0] if err.args else str(err)
+    if str(path) not in str(msg):
+        err.args = (f"{path}: {msg}",) + tuple(err.args[1:])
+    return err
+
+
 class SchemaError(PeapError):
     """A span annotation breaks a rule of the schema (DESIGN.md section 7).
 

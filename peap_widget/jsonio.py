@@ -43,7 +43,10 @@ def load_json(text: str, where: str, error=PeapError):
 
 
 def finite_or_none(value):
-    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    """``value`` as strict JSON values: every NaN or infinite float replaced by None (JSON has
+    no NaN), numpy scalars and arrays as numbers and lists."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):   # numpy
+        value = value.tolist()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data import peap_csv_records, read_csv
-from ..errors import DatasetError, PeapError
+from ..errors import DatasetError, PeapError, in_file
 from ..jsonio import load_json, read_text
 from ..schema import Schema
 from .base import Task, char_spans, token_spans
@@ -50,9 +50,7 @@ class FileTask(Task):
             return super().dataset(model)
         except PeapError as err:
             where = self.meta.get("path")
-            if where and where not in str(err):
-                err.args = (f"{where}: {err.args[0] if err.args else err}",) + tuple(err.args[1:])
-            raise err from None
+            raise (in_file(err, where) if where else err) from None
 
 
 def from_file(path: str | Path, schema=None) -> Task:
@@ -89,7 +87,7 @@ def from_file(path: str | Path, schema=None) -> Task:
         try:
             span_cols, records = peap_csv_records(read_csv(path), schema)
         except PeapError as err:
-            raise err if str(path) in str(err) else DatasetError(f"{path}: {err}") from None
+            raise in_file(err, path) from None
         return FileTask(path.stem, Schema(span_cols), records, meta=meta)
     raise DatasetError(f"unknown file type {path.suffix!r}: use .jsonl or .csv")
 

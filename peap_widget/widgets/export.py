@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import PeapError
+from ..jsonio import finite_or_none
 from .base import STATIC
 
 _LOADER = """<script type="module">
@@ -42,21 +43,15 @@ def widget_state(widget) -> dict:
 
 
 def _jsonable(value):
-    """Trait values as JSON values: bytes as base64, numpy scalars and arrays as numbers and
-    lists, NaN and infinities as null (JSON has none; the front ends show null as missing)."""
-    import math
-
+    """Trait values as JSON values: bytes as base64, numpy values as numbers and lists, NaN and
+    infinities as null (JSON has none; the front ends show null as missing)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, str):      # numpy scalar or array
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return finite_or_none(value)
 
 
 def _script_json(obj) -> str:

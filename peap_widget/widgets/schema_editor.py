@@ -280,7 +280,6 @@ class SchemaEditor(PeapWidget):
         """The annotation file's content: a `pw.Dataset.to_json` document (schema, examples with
         their spans) plus ``span_colors`` and ``lengths`` (tokens per example)."""
         types = self.span_types
-        last = types[-1]["name"] if types else None
         return {
             "format": FORMAT, "version": 1,
             # every mark, the last type's too (it is required anyway, but the mark is the
@@ -299,7 +298,7 @@ class SchemaEditor(PeapWidget):
         if target is None:
             raise PeapError("no path to save to: give save(path) or SchemaEditor(..., path=...)")
         text = json.dumps(finite_or_none(self.to_dict()), indent=1, ensure_ascii=False,
-                          default=_plain, allow_nan=False)
+                          allow_nan=False)
         if path is None and text == self._last_saved and target.exists():
             return target
         _write_atomic(target, text)
@@ -536,13 +535,6 @@ def _bare(err: SchemaError) -> str:
     prefix, suffix = _where(err.example, "span", err.span), f" [rule: {err.rule}]"
     msg = msg[len(prefix):] if msg.startswith(prefix) else msg
     return msg[: -len(suffix)] if msg.endswith(suffix) else msg
-
-
-def _plain(value):
-    """JSON for numpy values in extra record fields (NaN as null)."""
-    if hasattr(value, "tolist"):
-        return finite_or_none(value.tolist())
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _file_mode(path: Path) -> int:
