@@ -54,7 +54,7 @@ def read_activations(model, ids: torch.Tensor, lengths: torch.Tensor | None = No
     ``model.lock``)."""
     ad, nn = model.adapter, model.nn
     got: dict = {"o": [], "mlp": [], "q": [], "k": [], "v": []}
-    with model_lock(model), torch.no_grad(), nn.trace(ids, remote=model.remote):
+    with model_lock(model), torch.no_grad(), nn.trace(ids):
         got["input"] = ad.read_input(nn).detach()
         for layer in range(ad.config.n_layers):
             att = ad.read_attention(nn, layer)

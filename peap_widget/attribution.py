@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from . import remote
 from .ablation import SourceValues, ablation_sources, head_deltas
 from .data import Batch, Dataset
 from .errors import NonFiniteError, PeapError
@@ -126,8 +127,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             batch = ds.batch(idx, device=dev)
             try:
                 with model_lock(model):   # one batch's traces never interleave with others'
-                    src = source(batch)
-                    out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+                    out = remote.run(model, attribute_batch, model, batch, source, aggregation,
+                                     metric_fn, positional)
                 failed = False
             except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
                 if not is_out_of_memory(err) or size == 1:
@@ -141,8 +142,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
                               stacklevel=2)
                 continue
             checks.add(f"batch of examples {idx[0]}-{idx[-1]}", out["checks"])
-            if src.metric is not None:
-                source_metric.append(src.metric.detach())
+            if out["source_metric"] is not None:
+                source_metric.append(out["source_metric"])
             resid += out["resid"]
             if positional:
                 cross += out["cross"]
@@ -151,7 +152,7 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             # nnsight's traces leave reference cycles that hold the batch's activations until
             # the cyclic collector runs: without this, two batches' worth stay alive (+1.4 GB
             # on GPT-2 small at batch 32, measured) and the auto batch size would be wrong.
-            del src, out, batch
+            del out, batch
             gc.collect()
             done += len(idx)
             bar.update(len(idx))
@@ -217,6 +218,18 @@ class FiniteChecks:
                     "(float16 overflows easily; try bfloat16 or float32) and these examples.")
 
 
+def attribute_batch(model, batch: Batch, source, aggregation: str, metric_fn,
+                    positional: bool) -> dict:
+    """One batch's job (`peap_widget.remote`): its ablation source, then the clean run with
+    one backward pass; returns the batch-summed span aggregates (``resid``, ``cross``), the
+    metrics and the finiteness flags. Runs where the model is; reads weights there."""
+    batch = remote.batch_on(batch, model.device)
+    src = source(batch)
+    out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+    out["source_metric"] = None if src.metric is None else src.metric.detach()
+    return out
+
+
 def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metric_fn,
                  positional: bool) -> dict:
     """One clean trace with one backward pass; returns batch-summed span-aggregated scores."""
@@ -235,7 +248,7 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
     itemsize = torch.finfo(cd).bits // 8
     chunk = max(1, chunk_bytes(dev) // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize))
     out: dict = {}
-    with nn.trace(batch.clean_ids, remote=model.remote):
+    with nn.trace(batch.clean_ids):
         inp = ad.read_input(nn)
         inp.requires_grad_(True)
         delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=dev)  # z* - z per node

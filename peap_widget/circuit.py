@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
-from functools import cached_property
+from .lazy import cached_property
 from pathlib import Path
 
 import numpy as np

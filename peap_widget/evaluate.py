@@ -144,7 +144,7 @@ class Evaluator:
     def _clean_logits(self, batch: Batch) -> torch.Tensor:
         ad, nn = self.model.adapter, self.model.nn
         out = {}
-        with nn.trace(batch.clean_ids, remote=self.model.remote):
+        with nn.trace(batch.clean_ids):
             out["last"] = last_token_logits(ad.read_logits(nn), batch.lengths).detach()
         return out["last"]
 
@@ -312,7 +312,7 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
     pos_not_in = not_in[sid]                            # [B, T, Nf, Nb] out-of-circuit per position
     W_O = [ad.W_O(layer).to(cd) for layer in range(L)]
     out = {}
-    with nn.trace(batch.clean_ids, remote=model.remote):
+    with nn.trace(batch.clean_ids):
         inp = ad.read_input(nn)
         delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=inp.device)  # z* - z
         delta[:, :, 0] = src.input.to(cd) - inp.to(cd)

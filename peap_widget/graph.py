@@ -14,7 +14,7 @@ every slot is a prefix of the forward axis (`Graph.n_upstream`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from .lazy import cached_property
 
 import numpy as np
 
@@ -69,6 +69,11 @@ class Graph:
     def __init__(self, cfg: GraphConfig):
         self.cfg = cfg
         self.L, self.H = cfg.n_layers, cfg.n_heads
+
+    def __reduce__(self):
+        # Rebuilt from its shape: the cached index arrays (hundreds of MB for a 70B model)
+        # never travel with a remote request.
+        return (type(self), (self.cfg,))
 
     # forward axis: input, then per layer its heads, then its MLP
     @property

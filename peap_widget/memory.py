@@ -76,12 +76,18 @@ def attribution_bytes(model, T: int, positional: bool = True) -> int:
     return int(T * per_token + T * T * per_pair)
 
 
+#: The memory a remote (NDIF) request may plan for: the server's free memory is not known here,
+#: so half of an 80 GB card, on top of the weights, is assumed.
+REMOTE_BUDGET = 40 * 2 ** 30
+
+
 def auto_batch_size(model, ds, positional: bool = True, budget: int | None = None) -> int:
     """The largest batch whose estimated peak (`attribution_bytes` at the dataset's longest
     prompt) fits in ``budget`` bytes (default: half the memory free on the model's device);
     at least 1, at most the dataset."""
     if budget is None:
-        budget = int(free_bytes(model.device) * BUDGET_FRACTION)
+        budget = (REMOTE_BUDGET if getattr(model, "remote", False)
+                  else int(free_bytes(model.device) * BUDGET_FRACTION))
     T = max((ex.length for ex in ds.examples), default=1)
     per_example = max(1, attribution_bytes(model, T, positional))
     return int(max(1, min(len(ds), budget // per_example)))

@@ -39,9 +39,28 @@ class Model:
         self.name = name or getattr(hf.config, "_name_or_path", "") or type(hf).__name__
         self.graph = Graph(adapter.config)
         self.lock = threading.RLock()
+        #: one entry per remote request: job, seconds, bytes that came back (peap_widget.remote)
+        self.remote_log: list[dict] = []
+
+    def __getstate__(self) -> dict:
+        # A model travels with every remote request (its modules by nnsight's persistent ids,
+        # see peap_widget.remote); a lock does not pickle, and the far side gets its own.
+        # On the far side the model is local: its jobs' traces run there, never remote again.
+        state = self.__dict__.copy()
+        del state["lock"]
+        state["remote"], state["remote_log"] = False, []
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
 
     @property
     def device(self) -> torch.device:
+        """Where the model's tensors are, and so where batches and results are kept: the CPU
+        for a remote model (its local copy holds no weights; results come back here)."""
+        if self.remote:
+            return torch.device("cpu")
         return next(self.hf.parameters()).device
 
     @property
@@ -92,7 +111,8 @@ def _declared_tokenizer(name: str):
     return PreTrainedTokenizerFast.from_pretrained(name)
 
 
-def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None, remote: bool = False) -> Model:
+def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None,
+               remote: bool | str = False, device_map=None) -> Model:
     """Load a causal LM for attribution.
 
     Args:
@@ -103,7 +123,14 @@ def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None, remote
         device: where to put the weights (``"cpu"``, ``"cuda:0"``...); None keeps them where
             they are (CPU for a fresh load).
         dtype: ``torch.float32``, ``"bfloat16"``... None keeps the checkpoint's / model's dtype.
-        remote: run every trace on NDIF (nnsight ``remote=True``); weights stay remote.
+        remote: ``True``: run every job on NDIF (nnsight ``remote=True``; the weights stay
+            there, see `peap_widget.remote` and the README's "Large models on NDIF"); set
+            ``NDIF_API_KEY`` first. ``"local"``: load the model here but send every job through
+            nnsight's serialization as a remote request would be (a dry run that needs no
+            server). ``False`` (default): run here.
+        device_map: passed to ``from_pretrained`` (``"auto"``: accelerate splits the layers
+            over the GPUs, the CPU and disk); the engine keeps each layer's tensors where the
+            layer is.
 
     The model is put in eval mode (no dropout). Raises `UnsupportedArchitectureError` for an
     architecture without an adapter, naming the supported ones.
@@ -112,27 +139,27 @@ def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None, remote
         >>> model = load_model("gpt2")                                # doctest: +SKIP
         >>> model = load_model("./my_model_dir", dtype="float64")     # doctest: +SKIP
         >>> model = load_model(hf_model, tokenizer=tok)               # doctest: +SKIP
+        >>> model = load_model("meta-llama/Llama-3.1-70B", remote=True)  # doctest: +SKIP
     """
     from nnsight.modeling.transformers import TransformersModel
 
+    if remote not in (False, True, "local"):
+        raise PeapError(f"remote must be False, True or 'local', got {remote!r}")
     dtype = _resolve_dtype(dtype)
     if isinstance(name_or_hf_model, (str, Path)):
         name = str(name_or_hf_model)
-        if remote:
-            if device is not None:
-                warnings.warn("device is ignored with remote=True: NDIF places the model",
-                              stacklevel=2)
-            kwargs = {} if dtype is None else {"dtype": dtype}
-            nn = TransformersModel(name, tokenizer=tokenizer, **kwargs)
-            hf = nn._module
-            adapter = adapter_for(hf)
-            return Model(nn, hf, nn.tokenizer, adapter, remote=True, name=name)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = _declared_tokenizer(name) or AutoTokenizer.from_pretrained(name)
+        if remote is True:
+            return _load_remote(name, tokenizer, dtype, device, device_map)
+        from transformers import AutoModelForCausalLM
 
         kwargs = {} if dtype is None else {"dtype": dtype}
+        if device_map is not None:
+            kwargs["device_map"] = device_map
         hf = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-        if tokenizer is None:
-            tokenizer = _declared_tokenizer(name) or AutoTokenizer.from_pretrained(name)
     else:
         hf = name_or_hf_model
         name = getattr(getattr(hf, "config", None), "_name_or_path", "") or type(hf).__name__
@@ -141,13 +168,49 @@ def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None, remote
                             f"got {type(hf).__name__}")
         if tokenizer is None:
             raise PeapError("an in-memory model needs its tokenizer: load_model(model, tokenizer=tok)")
-        if remote:
+        if remote is True:
             raise PeapError("remote=True needs a model name that NDIF serves, not an in-memory model")
+        if device_map is not None:
+            raise PeapError("device_map applies when loading by name; an in-memory model stays "
+                            "where its layers are")
         if dtype is not None:
             hf = hf.to(dtype)
     adapter = adapter_for(hf)
     if device is not None:
+        if device_map is not None:
+            raise PeapError("give device or device_map, not both")
         hf = hf.to(device)
     hf.eval()
     nn = TransformersModel(hf, tokenizer=tokenizer)
-    return Model(nn, hf, tokenizer, adapter, remote=False, name=name)
+    return Model(nn, hf, tokenizer, adapter, remote=remote, name=name)
+
+
+#: The pipeline task NDIF deploys causal LMs under (part of nnsight's model key).
+REMOTE_TASK = "text-generation"
+
+
+def _load_remote(name: str, tokenizer, dtype, device, device_map) -> Model:
+    """A model whose jobs run on NDIF: the client holds its meta skeleton (no weights)."""
+    from nnsight.modeling.transformers import TransformersModel
+
+    from . import remote as _remote
+
+    if device is not None or device_map is not None:
+        warnings.warn("device and device_map are ignored with remote=True: NDIF places the model",
+                      stacklevel=3)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    try:
+        nn = TransformersModel(name, task=REMOTE_TASK, tokenizer=tokenizer, **kwargs)
+    except Exception as err:  # noqa: BLE001 (a config that cannot be read names the model)
+        raise PeapError(f"cannot read the configuration of {name!r} for a remote run: "
+                        f"{type(err).__name__}: {err}") from None
+    hf = nn._module
+    model = Model(nn, hf, tokenizer, adapter_for(hf), remote=True, name=name)
+    # The closed-form norm backward is checked against the norm modules' real weights: there.
+    model.adapter.closed_form_norms = _remote.run(model, _norms_match, model)
+    return model
+
+
+def _norms_match(model) -> bool:
+    """Job: whether the family's closed-form norms reproduce the model's own norm modules."""
+    return model.adapter._closed_form_norms_match()
