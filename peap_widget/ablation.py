@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import remote
 from .data import Batch, Dataset
 from .errors import PeapError
 from .metrics import last_token_logits
@@ -108,6 +109,30 @@ def ablation_sources(model, ds: Dataset, ablation: str, batch_size: int | None =
     return SpanMeans(model, ref, batch_size).values
 
 
+def span_sums(model, batch: Batch) -> dict:
+    """Job: per span type, the float64 sums over ``batch``'s tokens of every node output and
+    q/k/v (and, with a norm after the attention, of the heads' outputs z_h themselves), and
+    ``count`` [S], the tokens per span."""
+    ad = model.adapter
+    batch = remote.batch_on(batch, model.device)
+    acts = read_activations(model, batch.clean_ids)
+    M = batch.span_onehot(torch.float64)                               # [B, S, T]
+    part = {
+        "count": M.sum((0, 2)),
+        "input": torch.einsum("bst,btd->sd", M, acts.input.double()),
+        "o": torch.stack([torch.einsum("bst,btd->sd", M, x.double()) for x in acts.o]),
+        "mlp": torch.stack([torch.einsum("bst,btd->sd", M, x.double()) for x in acts.mlp]),
+        **{n: torch.stack([torch.einsum("bst,bhtd->shd", M, x.double())
+                           for x in getattr(acts, n)]) for n in "qkv"},
+    }
+    if ad.post_norms:   # a head's output is not linear in o there: average z_h itself
+        part["heads"] = torch.stack([
+            torch.einsum("bst,bthd->shd", M,
+                         ad.head_outputs(layer, o.double(), ad.W_O(layer).double()))
+            for layer, o in enumerate(acts.o)])
+    return part
+
+
 class SpanMeans:
     """Per-span-type means of every node output and q/k/v over a reference dataset."""
 
@@ -115,25 +140,11 @@ class SpanMeans:
         self.spans = list(reference.schema.spans)
         S = len(self.spans)
         ad = model.adapter
-        # With a norm after the attention a head's output is not linear in o: average z_h itself.
-        W_O = [ad.W_O(layer).double() for layer in range(ad.config.n_layers)] if ad.post_norms else None
         sums = None
         count = torch.zeros(S, dtype=torch.float64)
         for batch in reference.batches(batch_size, device=model.device):
-            acts = read_activations(model, batch.clean_ids)
-            M = batch.span_onehot(torch.float64)                       # [B, S, T]
-            count += M.sum((0, 2)).cpu()
-            part = {
-                "input": torch.einsum("bst,btd->sd", M, acts.input.double()),
-                "o": torch.stack([torch.einsum("bst,btd->sd", M, x.double()) for x in acts.o]),
-                "mlp": torch.stack([torch.einsum("bst,btd->sd", M, x.double()) for x in acts.mlp]),
-                **{n: torch.stack([torch.einsum("bst,bhtd->shd", M, x.double())
-                                   for x in getattr(acts, n)]) for n in "qkv"},
-            }
-            if W_O is not None:
-                part["heads"] = torch.stack([
-                    torch.einsum("bst,bthd->shd", M, ad.head_outputs(layer, o.double(), W_O[layer]))
-                    for layer, o in enumerate(acts.o)])
+            part = remote.run(model, span_sums, model, batch)
+            count += part.pop("count").cpu()
             sums = part if sums is None else {n: sums[n] + part[n] for n in sums}
         self.count = count
         denom = count.clamp_min(1).to(model.device)
@@ -143,7 +154,7 @@ class SpanMeans:
             "mlp": sums["mlp"] / denom[None, :, None],
             **{n: sums[n] / denom[None, :, None, None] for n in "qkv"},
         }
-        if W_O is not None:
+        if "heads" in sums:
             self.means["heads"] = sums["heads"] / denom[None, :, None, None]
         cd = ad.compute_dtype()
         self.means = {n: x.to(model.dtype if n in ("input", "o", "mlp") else cd)
@@ -156,7 +167,7 @@ class SpanMeans:
             raise PeapError(f"mean ablation: spans {empty} have tokens in the data but none in the "
                             "reference examples, so they have no mean")
         idx = batch.span_ids.clamp_min(0)                                # pads: any finite value
-        m = self.means
+        m = {n: x.to(idx.device) for n, x in self.means.items()}   # a remote job's device
         L = m["o"].shape[0]
         per_head = {n: [m[n][layer][idx].permute(0, 2, 1, 3) for layer in range(L)] for n in "qkv"}
         heads = _Gathered(m["heads"], idx) if "heads" in m else None

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 
-def _load_model(name: str, device=None, dtype=None):
+def _load_model(name: str, device=None, dtype=None, remote: bool = False):
     import peap_widget as pw
     from peap_widget.errors import PeapError
 
-    if name in pw.models.names():
+    if name in pw.models.names() and not remote:
         return pw.models.load(name, device=device, dtype=dtype)
     try:
-        return pw.load_model(name, device=device, dtype=dtype)
+        return pw.load_model(name, device=device, dtype=dtype, remote=remote)
     except PeapError:
         raise
     except Exception as err:  # a hub miss, a broken folder...
@@ -41,7 +41,7 @@ def _discover(args) -> int:
 
     sizes = parse_sizes(args.sizes)
     methods = ["peap", "eap"] if args.method == "both" else [args.method]
-    model = _load_model(args.model, args.device, args.dtype)
+    model = _load_model(args.model, args.device, args.dtype, args.remote)
     task = _load_task(args.task, args.n * 2, args.seed)
     summary = run_discovery(model, task, args.out, methods=methods, ablation=args.ablation,
                             sizes=sizes, n_discovery=args.n if Path(args.task).suffix == "" else None,
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="result file format (npz: compact binary, for big graphs)")
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--device", default=None)
+    d.add_argument("--remote", action="store_true",
+                   help="run on NDIF (nnsight remote=True): set NDIF_API_KEY; the host is "
+                        "nnsight's configured one (see the README, 'Large models on NDIF')")
     d.add_argument("--dtype", default=None)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(run=_discover)

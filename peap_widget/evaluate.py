@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import remote
 from .ablation import SourceValues, ablation_sources, head_deltas
 from .attribution import frozen_parameters
 from .circuit import Circuit
@@ -134,19 +135,18 @@ class Evaluator:
         with model_lock(model):
             source = ablation_sources(model, ds, ablation, batch_size, reference)
             with torch.no_grad(), frozen_parameters(model.hf):
-                self.sources = [source(b) for b in self.batches]
-                self.clean_last = torch.cat([self._clean_logits(b) for b in self.batches])
+                if model.remote:
+                    # Per-position sources stay on the server: each request recomputes its
+                    # batch's source (one more forward) instead of shipping them both ways.
+                    self.sources = [source] * len(self.batches)
+                else:
+                    self.sources = [source(b) for b in self.batches]
+                self.clean_last = torch.cat([remote.run(model, clean_logits, model, b)
+                                             for b in self.batches])
         _require_finite(self.clean_last, "the clean run's logits")
         self.clean_per_example = self._metric(self.clean_last).cpu().double().numpy()
         self._empty: np.ndarray | None = None
         self.rtol = NORMALISE_RTOL.get(model.dtype, NORMALISE_RTOL_16BIT)
-
-    def _clean_logits(self, batch: Batch) -> torch.Tensor:
-        ad, nn = self.model.adapter, self.model.nn
-        out = {}
-        with nn.trace(batch.clean_ids):
-            out["last"] = last_token_logits(ad.read_logits(nn), batch.lengths).detach()
-        return out["last"]
 
     def _metric(self, last_logits: torch.Tensor) -> torch.Tensor:
         correct = torch.cat([b.correct for b in self.batches])
@@ -170,22 +170,23 @@ class Evaluator:
         else:
             raise PeapError(f"the circuit's spans {sp.spans} do not match the dataset's schema "
                             f"{schema}")
-        not_in = (~resid_in) & sp.graph.edge_mask[None]
-        cd = self.model.adapter.compute_dtype()
+        # In-circuit residual edges as coordinates (small; the dense mask is built per batch
+        # where the model runs, see `circuit_batch`).
         dev = self.model.device
         cross = None if cross_in is None else torch.as_tensor(cross_in, device=dev)
-        return torch.as_tensor(not_in, dtype=cd, device=dev), cross
+        return torch.as_tensor(np.stack(np.nonzero(resid_in)), dtype=torch.int64), cross
 
     # --- runs ------------------------------------------------------------------------------------
 
     def logits(self, circuit: Circuit, progress=None) -> torch.Tensor:
         """[N, vocab] last-token logits of the circuit run (``progress(done, total)`` in
         examples after each batch)."""
-        not_in, cross = self._masks(circuit)
+        in_circuit, cross = self._masks(circuit)
         out, done, total = [], 0, len(self.ds)
         with model_lock(self.model), torch.no_grad(), frozen_parameters(self.model.hf):
             for b, s in zip(self.batches, self.sources):
-                out.append(_circuit_batch(self.model, b, s, not_in, cross))
+                out.append(remote.run(self.model, circuit_batch, self.model, b, s, in_circuit,
+                                      cross))
                 done += len(b.lengths)
                 if progress is not None:
                     progress(done, total)
@@ -298,6 +299,37 @@ def _any_space(ev: Evaluator):
     from .circuit import _space
 
     return _space(ev.model.adapter.config, tuple(ev.ds.schema.spans), True)
+
+
+def clean_logits(model, batch: Batch) -> torch.Tensor:
+    """Job: [B, vocab] last-token logits of the clean run."""
+    ad, nn = model.adapter, model.nn
+    batch = remote.batch_on(batch, model.device)
+    out = {}
+    with torch.no_grad(), nn.trace(batch.clean_ids):
+        out["last"] = last_token_logits(ad.read_logits(nn), batch.lengths).detach()
+    return out["last"]
+
+
+def out_of_circuit(graph, n_spans: int, in_circuit: torch.Tensor, dtype, device) -> torch.Tensor:
+    """[S, Nf, Nb] 1.0 for each residual edge not in the circuit (its (span, node, slot)
+    coordinates ``in_circuit`` [3, n]), 0.0 elsewhere and off the edge mask."""
+    mask = torch.as_tensor(graph.edge_mask, device=device)[None].repeat(n_spans, 1, 1)
+    mask[tuple(in_circuit.to(device))] = False
+    return mask.to(dtype)
+
+
+def circuit_batch(model, batch: Batch, src, in_circuit: torch.Tensor,
+                  cross_in: torch.Tensor | None) -> torch.Tensor:
+    """Job: one patched clean run; returns last-token logits [B, vocab]. ``src`` is the batch's
+    `SourceValues`, or the ablation source function to compute them with here."""
+    batch = remote.batch_on(batch, model.device)
+    if not isinstance(src, SourceValues):
+        src = src(batch)
+    cd = model.adapter.compute_dtype()
+    not_in = out_of_circuit(model.graph, batch.n_spans, in_circuit, cd, model.device)
+    cross_in = None if cross_in is None else cross_in.to(model.device)
+    return _circuit_batch(model, batch, src, not_in, cross_in)
 
 
 def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import remote
 from .ablation import read_activations
 from .model import model_lock
 
@@ -25,14 +26,25 @@ def span_attention(model, ds, batch_size: int | None = 64) -> np.ndarray:
     queries = torch.zeros(S, dtype=torch.float64)
     for batch in ds.batches(batch_size, device=model.device):
         with model_lock(model):   # the batch's one trace (read_activations holds it as well)
-            acts = read_activations(model, batch.clean_ids)
-        onehot = batch.span_onehot(torch.float64)                          # [B, S, T]
-        queries += onehot.sum((0, 2)).cpu()
-        for layer in range(L):
-            p = ad.attention_pattern(acts.q[layer], acts.k[layer], layer).to(torch.float64)
-            to_span = torch.einsum("bhqk,bsk->bhqs", p, onehot)            # key tokens summed
-            total[layer] += torch.einsum("bhqs,brq->hrs", to_span, onehot).cpu()
+            part_total, part_queries = remote.run(model, span_attention_sums, model, batch)
+        total += part_total.cpu()
+        queries += part_queries.cpu()
     return (total / queries.clamp(min=1)[None, None, :, None]).numpy()
+
+
+def span_attention_sums(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Job: ([L, H, S, S] attention from query spans to key spans summed over the batch's
+    query tokens, [S] query tokens per span)."""
+    ad = model.adapter
+    batch = remote.batch_on(batch, model.device)
+    acts = read_activations(model, batch.clean_ids)
+    onehot = batch.span_onehot(torch.float64)                              # [B, S, T]
+    total = []
+    for layer in range(ad.config.n_layers):
+        p = ad.attention_pattern(acts.q[layer], acts.k[layer], layer).to(torch.float64)
+        to_span = torch.einsum("bhqk,bsk->bhqs", p, onehot)                # key tokens summed
+        total.append(torch.einsum("bhqs,brq->hrs", to_span, onehot))
+    return torch.stack(total), onehot.sum((0, 2))
 
 
 @torch.no_grad()
@@ -47,7 +59,7 @@ def ov_promotions(model, ds=None, k: int = 5, token_ids=None) -> dict:
     Returns ``{head: {"promotes": [[output, from_input, score], ...] (k best), "copying": the
     fraction of input tokens whose most promoted output is the token itself}}``.
     """
-    ad, hf, tok = model.adapter, model.hf, model.tokenizer
+    hf, tok = model.hf, model.tokenizer
     if token_ids is None:
         if ds is not None:
             ids = {i for e in ds.examples for i in e.clean_ids}
@@ -55,11 +67,31 @@ def ov_promotions(model, ds=None, k: int = 5, token_ids=None) -> dict:
             token_ids = sorted(ids)
         else:
             token_ids = list(range(min(hf.get_input_embeddings().weight.shape[0], 4096)))
-    ids = torch.as_tensor(token_ids, device=model.device)
-    names = tok.convert_ids_to_tokens(ids.tolist()) if tok is not None else [str(i) for i in ids]
+    names = tok.convert_ids_to_tokens(list(token_ids)) if tok is not None else list(map(str, token_ids))
+    best, best_in, copying = remote.run(model, ov_scores, model, torch.as_tensor(token_ids))
+    out: dict = {}
+    L, H = best.shape[:2]
+    for layer in range(L):
+        for h in range(H):
+            top = torch.topk(best[layer, h], min(k, len(names))).indices.tolist()
+            out[f"a{layer}.h{h}"] = {
+                "promotes": [[names[j], names[int(best_in[layer, h, j])],
+                              round(float(best[layer, h, j]), 4)] for j in top],
+                "copying": round(float(copying[layer, h]), 4),
+            }
+    return out
+
+
+@torch.no_grad()
+def ov_scores(model, ids: torch.Tensor):
+    """Job: each head's centred OV logit-lens scores over the tokens ``ids``, reduced: (best
+    score of each output token [L, H, n], the input token giving it [L, H, n], the fraction of
+    inputs whose top output is themselves [L, H]). Reads the weights where the model is."""
+    ad, hf = model.adapter, model.hf
+    ids = ids.to(model.device)
     emb = hf.get_input_embeddings().weight[ids]                           # [n, D]
     unemb = hf.get_output_embeddings().weight[ids]                        # [n, D]
-    out: dict = {}
+    bests, best_ins, copyings = [], [], []
     for layer in range(ad.config.n_layers):
         normed = ad.norm(hf, layer, "attn")(emb)
         per_slot = normed[None, :, None, None, :].expand(1, -1, 3, ad.config.n_heads, -1)
@@ -69,11 +101,7 @@ def ov_promotions(model, ds=None, k: int = 5, token_ids=None) -> dict:
         logits = logits - logits.mean(-1, keepdim=True)                   # centre per input
         best, best_in = logits.max(1)                                     # [H, m]
         copying = (logits.argmax(-1) == torch.arange(len(ids), device=ids.device)).float().mean(-1)
-        for h in range(ad.config.n_heads):
-            top = torch.topk(best[h], min(k, len(ids))).indices.tolist()
-            out[f"a{layer}.h{h}"] = {
-                "promotes": [[names[j], names[int(best_in[h, j])], round(float(best[h, j]), 4)]
-                             for j in top],
-                "copying": round(float(copying[h]), 4),
-            }
-    return out
+        bests.append(best.double())
+        best_ins.append(best_in)
+        copyings.append(copying.double())
+    return torch.stack(bests), torch.stack(best_ins), torch.stack(copyings)

@@ -119,7 +119,10 @@ def nbytes(value) -> int:
 def remote_error(err: Exception, model) -> RemoteError:
     """A `RemoteError` naming the host, the model and what to do, for an exception a remote
     request raised."""
-    text = f"{type(err).__name__}: {err}".strip()
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}"
+    if len(lines) > 1:   # a server traceback: its first line and the exception it ends in
+        text += f"\n   ... ({len(lines) - 2} lines of the server's traceback) ...\n   {lines[-1].strip()}"
     where = f"NDIF at {host()} (model {model.name!r})"
     low = text.lower()
     if any(s in low for s in ("connection refused", "failed to establish", "max retries",
@@ -130,7 +133,7 @@ def remote_error(err: Exception, model) -> RemoteError:
     elif any(s in low for s in ("api key", "apikey", "unauthorized", "401", "403", "forbidden")):
         advice = ("the server refused the API key: set NDIF_API_KEY (or "
                   "nnsight.CONFIG.set_default_api_key(key)) to a key from https://login.ndif.us")
-    elif any(s in low for s in ("not deployed", "not found", "no model", "not running",
+    elif any(s in low for s in ("could not deploy", "not deployed", "not found", "no model", "not running",
                                 "does not exist", "unknown model", "404")):
         advice = ("the server does not serve this model: see nnsight.ndif.status() for the "
                   "models it runs, or load it locally (remote=False)")

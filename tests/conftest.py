@@ -29,7 +29,18 @@ def chromium():
         yield b
 
 
+@pytest.fixture(scope="session")
+def ndif_server(tmp_path_factory):
+    """A real NDIF server on loopback serving a tiny GPT-2 and a tiny Llama (tests/ndif_local.py);
+    about a minute to start, stopped after the session."""
+    from ndif_local import serve
+
+    with serve(tmp_path_factory.mktemp("ndif_models")) as server:
+        yield server
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "ndif: runs against the local NDIF server (ndif_server)")
     config.addinivalue_line("markers", "benchmark: a measurement run by a bench/ script, not a "
                                        "test (collected only with PEAP_BENCH_LIVE=1)")
 
