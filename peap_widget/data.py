@@ -284,6 +284,22 @@ class Dataset:
         except PeapError as err:
             raise (err if frame else in_file(err, path_or_frame)) from None
 
+    @classmethod
+    def from_peap_paper(cls, clean_csv, counterfactual_csv, model, **options) -> Dataset:
+        """Read the PEAP paper's released files (``data/<model>/<task>/{human_baseline,agent,
+        agent_with_mask}/*.csv``): a clean file and its counterfactual file, answers in
+        ``correct_token`` / ``wrong_token`` (greater-than: ``label``), metadata columns kept
+        apart, the BOS token their pipeline counts detected and removed. ``options``:
+        ``spans``, ``answers``, ``columns``, ``bos_offset``, ``bos_span``, ``split``, ``ignore``
+        (see `peap_widget.paper_data.load_peap_paper`). ``ds.paper_report`` says what was found.
+
+            >>> ds = Dataset.from_peap_paper("IOI_data_clean.csv", "IOI_data_counter_abc.csv",
+            ...                              model, split="circuit")        # doctest: +SKIP
+        """
+        from .paper_data import load_peap_paper
+
+        return load_peap_paper(clean_csv, counterfactual_csv, model, **options)
+
 
 def read_csv(path):
     """A CSV file as a DataFrame of strings; unreadable, empty, ragged or non-UTF-8 files raise
