@@ -10,6 +10,7 @@ const HELP = [
   ["Assign", "1–9 or a span type button · 0 / Del clears"],
   ["Examples", "← → (outside the tokens) or j k · n next invalid · numbered from 0, as ds.examples[i]"],
   ["Undo", "Ctrl+Z · redo Ctrl+Shift+Z / Ctrl+Y"],
+  ["Suggestion", "a accept · r reject (this example) · the list jumps to the examples that differ"],
   ["•", "required span (never empty)"],
 ];
 
@@ -36,7 +37,7 @@ function render({ model, el }) {
     "data-lm-suppress-shortcuts": "true", "data-p-suppress-shortcuts": "true",
   });
   const box = {};
-  for (const name of ["header", "palette", "panel", "nav", "prompt", "tokens", "spans", "status", "help"]) {
+  for (const name of ["header", "suggest", "palette", "panel", "nav", "prompt", "tokens", "spans", "status", "help"]) {
     box[name] = root.appendChild(h("div", { class: `pse-${name}` }));
   }
   el.append(root);
@@ -44,14 +45,19 @@ function render({ model, el }) {
   // UI state that is not synced: the selection, the open panels, the undo history.
   // `cursor`: the token chip that takes the focus (roving tabindex: the only chip with tabindex 0)
   const ui = { sel: null, dragging: false, panel: false, colorOf: -1, notice: "", typeError: "",
-    history: L.createHistory(), own: false, cursor: 0 };
+    history: L.createHistory(), own: false, cursor: 0,
+    // the Suggest panel: open, the suggester picked, a run asked for (until the kernel answers),
+    // saliency shading on
+    suggestOpen: (model.get("suggesters") ?? []).length > 0 || L.hasSuggestion(model.get("suggestion")),
+    pick: 0, asked: false, shade: true };
 
   const get = (name) => model.get(name);
   const types = () => get("span_types") ?? [];
   const tokens = () => get("tokens") ?? [];
   const current = () => clamp(get("current") ?? 0, 0, Math.max(0, tokens().length - 1));
   const state = () => ({ span_types: types(), annotations: get("annotations") ?? [] });
-  const snapshot = () => ({ ...state(), current: current() });
+  const suggestion = () => get("suggestion") ?? {};
+  const snapshot = () => ({ ...state(), current: current(), suggestion: suggestion() });
 
   function write(values, opts = {}) {
     ui.own = true;
@@ -76,7 +82,8 @@ function render({ model, el }) {
     if (!r) return say(step === L.undo ? "Nothing to undo." : "Nothing to redo.");
     ui.history = r.history;
     ui.sel = null;
-    write({ span_types: r.state.span_types, annotations: r.state.annotations, current: r.state.current });
+    ui.notice = "";
+    write(L.restoreValues(r.state, suggestion()));
   }
 
   function say(text) {
@@ -167,9 +174,38 @@ function render({ model, el }) {
   function downloadFile() {
     const toks = tokens();
     const doc = L.fileContent(types(), get("annotations") ?? [], get("examples") ?? toks.map(() => ({})),
-      toks.map((t) => t.length));
+      toks.map((t) => t.length), suggestion());
     const name = (get("save_path") || "annotations.json").split(/[\\/]/).pop();
     download(name, JSON.stringify(doc, null, 1), "application/json");
+  }
+
+  // --- suggestions ---------------------------------------------------------------------------
+
+  const hasKernel = () => model.kernel !== false;
+
+  function runSuggester() {
+    const names = get("suggesters") ?? [];
+    if (!hasKernel() || !names.length || running()) return;
+    const name = names[clamp(ui.pick, 0, names.length - 1)];
+    ui.asked = true;           // until the kernel's first status arrives
+    model.send({ type: "suggest", name });
+    drawSuggest();
+  }
+
+  const running = () => ui.asked || !!get("suggest_status")?.running;
+
+  /** Accept or reject the proposal of `examples` (null: every pending one): an undoable edit. */
+  function decideOn(examples, verdict) {
+    const sug = suggestion();
+    if (!L.hasSuggestion(sug)) return say("No suggestion is pending.");
+    const r = L.decide(types(), get("annotations") ?? [], sug, examples, verdict);
+    if (!r.done.length) {
+      return say(examples?.length === 1 ? `Example ${examples[0]} has no pending suggestion.` : "No suggestion is pending.");
+    }
+    const values = { suggestion: r.suggestion };
+    if (verdict === "accepted") values.annotations = r.annotations;
+    commit(values);
+    say(`${verdict === "accepted" ? "Accepted" : "Rejected"} the suggestion for ${r.done.length === 1 ? `example ${r.done[0]}` : `${r.done.length} examples`} (Ctrl+Z undoes).`);
   }
 
   // --- drawing ---------------------------------------------------------------------------
@@ -177,6 +213,7 @@ function render({ model, el }) {
   function draw(opts = {}) {
     const sum = summary();
     drawHeader(sum);
+    drawSuggest();
     drawPalette();
     if (!opts.keepPanel) drawPanel();
     drawNav(sum);
@@ -213,8 +250,78 @@ function render({ model, el }) {
         button("↷ Redo", "redo", () => restore(L.redo), { disabled: !ui.history.future.length, title: "Redo (Ctrl+Shift+Z or Ctrl+Y)" }),
         button("Span types…", "types", () => { ui.panel = !ui.panel; drawPanel(); },
           { class: `pse-btn ${ui.panel ? "on" : ""}`, title: "Add, rename, recolour, reorder, delete span types" }),
+        button("Suggest…", "suggest-panel", () => { ui.suggestOpen = !ui.suggestOpen; draw(); },
+          { class: `pse-btn ${ui.suggestOpen ? "on" : ""}`, title: "Run a schema suggester; review its proposals" }),
         button("Download JSON", "download", downloadFile, { title: "The annotation file (SchemaEditor(ds, path=file) resumes it)" })),
     );
+  }
+
+  function drawSuggest() {
+    if (!ui.suggestOpen) { box.suggest.replaceChildren(); return; }
+    const names = get("suggesters") ?? [];
+    ui.pick = clamp(ui.pick, 0, Math.max(0, names.length - 1));
+    const prog = L.progressOf(get("suggest_status"));
+    const busy = running();
+    const offline = !hasKernel();
+    const why = offline ? "Running a suggester needs a kernel (this page is offline); the pending suggestion can still be reviewed here."
+      : !names.length ? "No suggesters: SchemaEditor(..., suggesters=[...]) or editor.add_suggester(s)." : null;
+    const runRow = h("div", { class: "pse-sg-run" },
+      h("span", { class: "pse-sg-title" }, "Suggest"),
+      h("select", { "data-role": "suggester", "aria-label": "suggester", disabled: busy || !names.length || offline,
+        onchange: (e) => { ui.pick = Number(e.target.value); } },
+      ...(names.length ? names : ["(none)"]).map((n, k) => h("option", { value: k, selected: k === ui.pick }, n))),
+      button(busy ? "Running…" : "Run", "run", runSuggester, {
+        disabled: busy || !names.length || offline, class: "pse-btn primary",
+        title: offline ? "Needs a kernel" : "Run the suggester on every example (in the kernel)" }),
+      busy || prog.fraction != null && prog.running ? h("div", { class: "pse-progress", "data-role": "progress",
+        role: "progressbar", "aria-valuenow": Math.round(100 * (prog.fraction ?? 0)), "aria-valuemin": 0, "aria-valuemax": 100 },
+      h("div", { class: "pse-progress-bar", style: { width: `${Math.round(100 * (prog.fraction ?? 0))}%` } })) : null,
+      h("span", { class: `pse-sg-status ${prog.error ? "bad" : "pse-muted"}`, "data-role": "suggest-status",
+        "data-running": busy ? "true" : "false", role: prog.error ? "alert" : null },
+      busy && !prog.running ? "Asking the kernel…" : prog.text),
+      why ? h("span", { class: "pse-muted pse-sg-why", "data-role": "no-kernel" }, why) : null);
+    const sug = suggestion();
+    if (!L.hasSuggestion(sug)) {
+      fill(box.suggest, runRow);
+      return;
+    }
+    const st = types();
+    const sm = L.suggestionSummary(sug, st, get("annotations") ?? []);
+    const cur = current();
+    const here = sm.status[cur];
+    const pendingHere = here === "disagrees" || here === "agrees";
+    const hereText = here === "disagrees" ? ["differs in ", ...sm.differs[cur].flatMap((n, k) => [k ? ", " : "", h("code", {}, n)])]
+      : here === "agrees" ? ["agrees with the annotation"]
+      : here === "left out" ? [`left out: ${sug.failed?.[String(cur)] ?? "no proposal"}`]
+      : [here];
+    const jump = (i, cls, title) => h("button", { type: "button", class: `pse-sg-ex ${cls} ${i === cur ? "current" : ""}`,
+      "data-sg-example": i, title, onclick: () => { go(i); root.focus({ preventScroll: true }); } }, i);
+    const MAX = 200;
+    const list = (label, items, cls, role) => items.length ? h("div", { class: "pse-sg-list", "data-role": role },
+      h("span", { class: "pse-sg-label" }, label),
+      ...items.slice(0, MAX).map(([i, title]) => jump(i, cls, title)),
+      items.length > MAX ? h("span", { class: "pse-muted" }, ` +${items.length - MAX} more`) : null) : null;
+    fill(box.suggest, runRow,
+      h("div", { class: "pse-sg-summary", "data-role": "suggest-summary" },
+        h("span", {}, "Pending from ", h("b", {}, sug.name || sug.source || "a suggester"),
+          sug.source && sug.source !== sug.name ? h("span", { class: "pse-muted" }, ` (${sug.source})`) : null, ":"),
+        h("span", { class: "pse-sg-count", "data-count": "pending" }, h("b", {}, sm.pending.length), " pending"),
+        h("span", { class: "pse-sg-count differ", "data-count": "disagree" }, h("b", {}, sm.disagree.length), " differ"),
+        h("span", { class: "pse-sg-count", "data-count": "accepted" }, h("b", {}, sm.accepted), " accepted"),
+        h("span", { class: "pse-sg-count", "data-count": "rejected" }, h("b", {}, sm.rejected), " rejected"),
+        h("span", { class: "pse-sg-count", "data-count": "left-out" }, h("b", {}, sm.leftOut.length), " left out"),
+        h("span", { class: "pse-sg-all" },
+          button("Accept all", "accept-all", () => decideOn(null, "accepted"),
+            { disabled: !sm.pending.length, title: "Replace every pending example's annotation by the suggestion (undoable)" }),
+          button("Reject all", "reject-all", () => decideOn(null, "rejected"),
+            { disabled: !sm.pending.length, title: "Dismiss every pending proposal (undoable)" }))),
+      h("div", { class: `pse-sg-here ${here === "disagrees" ? "differs" : ""}`, "data-role": "suggest-here", "data-status": here },
+        pendingHere ? h("span", { class: "pse-sg-legend", title: "The suggestion is drawn under the tokens" }) : null,
+        h("span", {}, h("b", {}, `Example ${cur}`), ": suggestion ", ...hereText),
+        button("Accept", "accept-one", () => decideOn([cur], "accepted"), { disabled: !pendingHere, title: "Take the suggestion for this example (a)" }),
+        button("Reject", "reject-one", () => decideOn([cur], "rejected"), { disabled: !pendingHere, title: "Keep the annotation, dismiss the suggestion (r)" })),
+      list("Differ:", sm.disagree.map((i) => [i, `Example ${i}: ${sm.differs[i].join(", ")} differ`]), "differ", "disagree-list"),
+      list("Left out:", sm.leftOut.map(([i, why]) => [i, `Example ${i}: ${why}`]), "left", "left-out-list"));
   }
 
   function drawPalette() {
@@ -279,6 +386,8 @@ function render({ model, el }) {
   function drawNav(sum) {
     const n = sum.errors.length;
     const cur = current();
+    const sal = get("saliency");
+    const sg = L.suggestionSummary(suggestion(), types(), get("annotations") ?? []);
     fill(box.nav,
       button("‹", "prev", () => go(cur - 1), { disabled: cur === 0, title: "Previous example (← or k)" }),
       h("span", { class: "pse-position", "data-role": "position",
@@ -286,10 +395,14 @@ function render({ model, el }) {
       `Example ${cur} (0–${n - 1})`),
       button("›", "next", () => go(cur + 1), { disabled: cur >= n - 1, title: "Next example (→ or j)" }),
       button("Next invalid", "next-invalid", nextInvalid, { disabled: !sum.invalid, title: "n" }),
+      sal?.scores ? h("label", { class: "pse-shade", title: "Shade each token by |score| relative to the example's largest" },
+        h("input", { type: "checkbox", "data-field": "shade", checked: ui.shade,
+          onchange: (e) => { ui.shade = e.target.checked; drawExample(summary().errors[current()] ?? null); } }),
+        " shade by ", h("b", {}, sal.label || "saliency")) : null,
       h("div", { class: "pse-strip" }, ...sum.errors.map((err, i) => h("button", {
         type: "button", "data-example": i, tabindex: "-1",
-        class: `pse-dot ${err ? "bad" : "ok"} ${i === cur ? "current" : ""}`,
-        title: `Example ${i}: ${err ? `${err.span ?? ""} ${err.rule}` : "valid"}`,
+        class: `pse-dot ${err ? "bad" : "ok"} ${i === cur ? "current" : ""} ${sg.status[i] === "disagrees" ? "sg" : ""}`,
+        title: `Example ${i}: ${err ? `${err.span ?? ""} ${err.rule}` : "valid"}${sg.status[i] === "disagrees" ? " · the suggestion differs" : ""}`,
         onclick: () => { go(i); root.focus({ preventScroll: true }); },
       }))),
     );
@@ -307,6 +420,14 @@ function render({ model, el }) {
         fields.incorrect != null ? h("span", { class: "pse-muted" }, ` (not ${fields.incorrect})`) : null) : null,
     );
     const { labels, overlap } = L.labelsOf(ranges, toks.length);
+    // the pending suggestion for this example, drawn under the chips
+    const sug = suggestion();
+    const proposed = L.hasSuggestion(sug) && !sug.status?.[cur] ? sug.spans[cur] : null;
+    const prow = L.proposedRow(st, proposed);
+    const plabels = prow ? L.labelsOf(prow, toks.length).labels : null;
+    const sal = get("saliency");
+    const scores = sal?.scores?.[cur] ?? null;
+    const levels = ui.shade && scores ? L.saliencyLevels(scores) : null;
     const errIndex = err?.span != null ? st.findIndex((t) => t.name === err.span) : -1;
     const bad = (i) => !!err?.tokens && i >= err.tokens[0] && i < err.tokens[1];
     const hadFocus = box.tokens.contains(document.activeElement);
@@ -318,17 +439,28 @@ function render({ model, el }) {
       const u = labels[i];
       const t = st[u];
       const first = u !== -1 && labels[i - 1] !== u;
+      const p = plabels ? plabels[i] : -1;
+      const pt = st[p];
+      const differs = !!plabels && p !== u;
+      const score = scores?.[i];
+      const extra = (pt ? ` — suggested: ${pt.name}` : "") +
+        (typeof score === "number" ? ` — ${sal.label || "saliency"} ${score.toPrecision(3)}` : "");
       return h("div", {
         class: ["pse-chip", t ? "labelled" : "unlabelled", bad(i) ? "error" : "",
-          overlap[i] ? "overlap" : ""].join(" ").trim(),
-        "data-token": i, "data-span": t?.name ?? "", title: `token ${i}: ${JSON.stringify(tok)}${t ? ` — ${t.name}` : ""}`,
+          overlap[i] ? "overlap" : "", plabels ? "proposed" : "", differs ? "differs" : ""].join(" ").trim(),
+        "data-token": i, "data-span": t?.name ?? "", "data-suggested": plabels ? (pt?.name ?? "") : null,
+        "data-saliency": levels ? levels[i].toFixed(3) : null,
+        title: `token ${i}: ${JSON.stringify(tok)}${t ? ` — ${t.name}` : ""}${extra}`,
         role: "option", tabindex: i === ui.cursor ? "0" : "-1", "aria-selected": "false",
         "aria-label": `token ${i} ${L.displayToken(tok)}${t ? `, ${t.name}` : ", not tagged"}`,
         onfocus: () => setCursor(i),
         style: t ? { background: L.tint(t.color, 0.28), borderColor: t.color } : {},
       }, h("span", { class: "pse-tag", style: t ? { color: L.tint(t.color, 1) } : {} }, first ? t.name : "\u00a0"),
-      h("span", { class: "pse-text" }, L.displayToken(tok)),
-      h("span", { class: "pse-idx" }, i));
+      h("span", { class: "pse-text", style: levels && levels[i] > 0
+        ? { background: `rgba(245, 158, 11, ${(0.12 + 0.68 * levels[i]).toFixed(3)})` } : {} }, L.displayToken(tok)),
+      h("span", { class: "pse-idx" }, i),
+      plabels ? h("span", { class: "pse-sugg", style: pt ? { background: pt.color, color: "#fff" } : {} },
+        pt && plabels[i - 1] !== p ? pt.name : "\u00a0") : null);
     }));
     box.spans.replaceChildren(...st.map((t, k) => h("div", {
       class: `pse-span ${k === errIndex ? "error" : ""}`, "data-span-row": t.name,
@@ -458,6 +590,8 @@ function render({ model, el }) {
     else if (key === "0" || key === "Delete" || key === "Backspace") clearSelection();
     else if (key === "Escape") { ui.sel = null; ui.colorOf = -1; paintSelection(); }
     else if (key === "n") nextInvalid();
+    else if (key === "a") decideOn([current()], "accepted");
+    else if (key === "r") decideOn([current()], "rejected");
     else handled = false;
     if (handled) {
       e.preventDefault();
@@ -472,15 +606,32 @@ function render({ model, el }) {
     ui.history = L.createHistory();
     draw();
   });
-  const stopOther = onChange(model, ["tokens", "examples", "current", "palette", "save_path", "save_error"], () => {
+  const stopOther = onChange(model, ["tokens", "examples", "current", "palette", "save_path", "save_error",
+    "suggestion", "saliency"], () => {
     if (!ui.own) draw();
   });
+  // a new suggestion keeps the undo history: steps recorded under an older run restore only
+  // the annotations (L.restoreValues)
+  const stopRun = onChange(model, ["suggest_status", "suggesters"], () => {
+    ui.asked = false;
+    if (!ui.suggestOpen && (get("suggesters") ?? []).length) ui.suggestOpen = true;
+    drawSuggest();
+  });
+  // Python's accept / reject (editor.accept_suggestion) come first as a message, committed
+  // here as this page's own edit so that Ctrl+Z undoes them; the trait update that follows
+  // then holds the same values
+  const onCustom = (msg) => {
+    if (msg?.type === "apply" && msg.values && typeof msg.values === "object") commit(msg.values);
+  };
+  model.on("msg:custom", onCustom);
 
   draw();
   return () => {
     window.removeEventListener("mouseup", endDrag);
     stopEdits();
     stopOther();
+    stopRun();
+    model.off("msg:custom", onCustom);
   };
 }
 

@@ -362,7 +362,7 @@ export function tint(hex, amount) {
  * "span_colors" and "lengths"): {format, version, schema, span_colors, lengths, examples}, each
  * example the record's fields with "spans" holding the annotated ranges.
  */
-export function fileContent(spanTypes, annotations, examples, lengths) {
+export function fileContent(spanTypes, annotations, examples, lengths, suggestion = null) {
   return {
     format: "peap_widget.dataset",
     version: 1,
@@ -370,5 +370,122 @@ export function fileContent(spanTypes, annotations, examples, lengths) {
     span_colors: Object.fromEntries(spanTypes.map((t) => [t.name, t.color])),
     lengths: [...lengths],
     examples: examples.map((fields, i) => ({ ...fields, spans: spansDict(spanTypes, annotations[i]) })),
+    ...(hasSuggestion(suggestion) ? { suggestion } : {}),
   };
+}
+
+// --- suggestions (the pending layer) -------------------------------------------------------
+//
+// `suggestion` (a synced trait, {} when none): {id, name, source, span_names,
+//   spans: [{name: [start, end)} | null per example], failed: {"i": reason}, info,
+//   status: [null (pending) | "accepted" | "rejected" per example]}.
+// Accepting or rejecting is an ordinary edit of {annotations, suggestion}, so undo reverts it.
+
+export const hasSuggestion = (s) => !!s && Array.isArray(s.spans);
+
+/** A proposal {name: [start, end)} as a row of ranges in the editor's span types: a span type
+ * the proposal does not name is empty (placed by `placeEmpty`). */
+export function proposedRow(spanTypes, proposed) {
+  if (!proposed) return null;
+  return placeEmpty(spanTypes.map((t) => (Array.isArray(proposed[t.name]) ? [...proposed[t.name]] : [0, 0])));
+}
+
+const sameRange = (a, b) => (a == null ? b == null : b != null && a[0] === b[0] && a[1] === b[1]);
+
+/** The span type names whose ranges differ between two rows (schema order). */
+export function differingSpans(spanTypes, row, current) {
+  return spanTypes.filter((_, j) => !sameRange(row?.[j] ?? null, current?.[j] ?? null)).map((t) => t.name);
+}
+
+/**
+ * Where the suggestion stands, per example and in total: `status[i]` is "disagrees", "agrees",
+ * "left out", "accepted" or "rejected" (null when there is no suggestion); `differs[i]` the
+ * span names that differ (pending examples); lists `pending`, `disagree`, `leftOut` ([i, reason]).
+ */
+export function suggestionSummary(suggestion, spanTypes, annotations) {
+  const out = { status: [], differs: [], pending: [], disagree: [], leftOut: [], accepted: 0, rejected: 0 };
+  if (!hasSuggestion(suggestion)) return out;
+  const failed = suggestion.failed ?? {};
+  suggestion.spans.forEach((proposed, i) => {
+    const verdict = suggestion.status?.[i] ?? null;
+    let status, differs = [];
+    if (proposed == null) {
+      status = "left out";
+      out.leftOut.push([i, failed[String(i)] ?? "no proposal"]);
+    } else if (verdict) {
+      status = verdict;
+      out[verdict] += 1;
+    } else {
+      const row = proposedRow(spanTypes, proposed);
+      const cur = spanTypes.map((_, j) => annotations[i]?.[j] ?? null);
+      differs = differingSpans(spanTypes, row, cur);
+      status = differs.length ? "disagrees" : "agrees";
+      out.pending.push(i);
+      if (differs.length) out.disagree.push(i);
+    }
+    out.status.push(status);
+    out.differs.push(differs);
+  });
+  return out;
+}
+
+/**
+ * Accept ("accepted") or reject ("rejected") the pending proposals of `examples` (indices;
+ * null: every pending one). Returns {annotations, suggestion, done: [indices]}: accepted
+ * examples take the proposal as their annotation; others keep theirs.
+ */
+export function decide(spanTypes, annotations, suggestion, examples, verdict) {
+  const status = [...(suggestion.status ?? suggestion.spans.map(() => null))];
+  const isPending = (i) => suggestion.spans[i] != null && !status[i];
+  const chosen = (examples ?? suggestion.spans.map((_, i) => i)).filter(isPending);
+  const rows = [...annotations];
+  for (const i of chosen) {
+    status[i] = verdict;
+    if (verdict === "accepted") rows[i] = proposedRow(spanTypes, suggestion.spans[i]);
+  }
+  return { annotations: rows, suggestion: { ...suggestion, status }, done: chosen };
+}
+
+/** The values an undo / redo step writes: the snapshot's span types, annotations and example,
+ * and its suggestion only while it is the same run (a newer run's layer is never replaced by
+ * an older one's). */
+export function restoreValues(snapshot, currentSuggestion) {
+  const out = { span_types: snapshot.span_types, annotations: snapshot.annotations, current: snapshot.current };
+  const same = hasSuggestion(snapshot.suggestion) && hasSuggestion(currentSuggestion) &&
+    snapshot.suggestion.id === currentSuggestion.id;
+  if (same) out.suggestion = snapshot.suggestion;
+  return out;
+}
+
+/** A suggester's running counts as text: "1,234 tokens · $0.0123 · 3 retries". */
+export function formatInfo(info) {
+  if (!info || typeof info !== "object") return "";
+  return Object.entries(info).filter(([, v]) => v != null && typeof v !== "object").map(([k, v]) => {
+    if (typeof v !== "number") return `${k} ${v}`;
+    if (k === "cost") return `$${v.toFixed(v < 1 ? 4 : 2)}`;
+    return `${Number.isInteger(v) ? v.toLocaleString("en-US") : v.toPrecision(3)} ${k}`;
+  }).join(" · ");
+}
+
+/** The progress line of a run: {text, fraction (0..1 or null), running, error}. */
+export function progressOf(status) {
+  const s = status ?? {};
+  const total = Number(s.total) || 0;
+  const done = Math.min(Number(s.done) || 0, total || Infinity);
+  const fraction = total ? done / total : null;
+  const counts = formatInfo(s.info);
+  let text = "";
+  if (s.running) text = `Running ${s.name ?? ""}… ${done} / ${total} examples${counts ? ` · ${counts}` : ""}`;
+  else if (s.error) text = s.error;
+  else if (s.name) text = `${s.name}: ${s.message || "done"}${counts ? ` · ${counts}` : ""}`;
+  return { text, fraction, running: !!s.running, error: !s.running && !!s.error };
+}
+
+// --- saliency shading ------------------------------------------------------------------------
+
+/** Per token, |score| relative to the example's largest |score| (0..1; missing scores 0). */
+export function saliencyLevels(scores) {
+  const abs = (scores ?? []).map((x) => (typeof x === "number" && Number.isFinite(x) ? Math.abs(x) : 0));
+  const top = Math.max(0, ...abs);
+  return abs.map((x) => (top > 0 ? x / top : 0));
 }

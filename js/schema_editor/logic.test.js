@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import {
-  addSpanType, assign, checkName, clearTokens, createHistory, displayToken, editExample,
-  fileContent, labelsOf, moveSpanType, nextColor, placeEmpty, pyRepr, record, redo,
-  removeSpanType, schemaOf, selectionRange, setEmpty, summarize, tint, undo, updateSpanType,
-  validate, validateExample,
+  addSpanType, assign, checkName, clearTokens, createHistory, decide, differingSpans, displayToken,
+  editExample, fileContent, formatInfo, labelsOf, moveSpanType, nextColor, placeEmpty, progressOf,
+  proposedRow, pyRepr, record, redo, removeSpanType, restoreValues, saliencyLevels, schemaOf,
+  selectionRange, setEmpty, suggestionSummary, summarize, tint, undo, updateSpanType, validate,
+  validateExample,
 } from "./logic.js";
 
 const SCHEMA = { spans: ["IO", "S1", "S2", "END"], required: [] };
@@ -230,5 +231,82 @@ describe("file content", () => {
     expect(f.span_colors).toEqual({ A: "#4e79a7", END: "#4e79a7" });
     expect(f.examples[1]).toEqual({ clean: "c d e", correct: "x", incorrect: "y", spans: { END: [2, 3] } });
     expect(f.lengths).toEqual([2, 3]);
+  });
+});
+
+describe("suggestions (the pending layer)", () => {
+  const st = types(["IO", "S1", "S2", "END"]);
+  // three examples of 6 tokens; the suggestion proposes for 0 and 1, leaves 2 out
+  const annotations = [
+    [[0, 2], [2, 3], [3, 5], [5, 6]],
+    [[0, 1], [1, 3], [3, 5], [5, 6]],
+    [null, null, null, [5, 6]],
+  ];
+  const sug = {
+    id: "a1", name: "rules", span_names: ["IO", "S1", "S2", "END"],
+    spans: [{ IO: [0, 2], S1: [2, 3], S2: [3, 5], END: [5, 6] },
+      { IO: [0, 2], S1: [2, 3], S2: [3, 5], END: [5, 6] }, null],
+    failed: { 2: "no comma" }, info: {}, status: [null, null, null],
+  };
+
+  it("maps a proposal onto the editor's span types (missing names empty, in place)", () => {
+    expect(proposedRow(types(["A", "IO", "S1", "S2", "END"]), sug.spans[0]))
+      .toEqual([[0, 0], [0, 2], [2, 3], [3, 5], [5, 6]]);
+    expect(proposedRow(types(["IO", "X", "S1", "S2", "END"]), sug.spans[0]))
+      .toEqual([[0, 2], [2, 2], [2, 3], [3, 5], [5, 6]]);
+    expect(proposedRow(st, null)).toBeNull();
+    expect(differingSpans(st, [[0, 1], [1, 3], null], [[0, 1], [1, 2], null])).toEqual(["S1"]);
+  });
+
+  it("summarizes: agrees, disagrees (which spans), left out with the reason", () => {
+    const sm = suggestionSummary(sug, st, annotations);
+    expect(sm.status).toEqual(["agrees", "disagrees", "left out"]);
+    expect(sm.differs[1]).toEqual(["IO", "S1"]);
+    expect(sm.pending).toEqual([0, 1]);
+    expect(sm.disagree).toEqual([1]);
+    expect(sm.leftOut).toEqual([[2, "no comma"]]);
+    expect(suggestionSummary({}, st, annotations).status).toEqual([]);
+  });
+
+  it("accepts and rejects as new values (nothing mutated); only pending examples", () => {
+    const frozen = JSON.stringify([annotations, sug]);
+    const a = decide(st, annotations, sug, [1, 2], "accepted");
+    expect(a.done).toEqual([1]);
+    expect(a.annotations[1]).toEqual([[0, 2], [2, 3], [3, 5], [5, 6]]);
+    expect(a.annotations[0]).toBe(annotations[0]);
+    expect(a.suggestion.status).toEqual([null, "accepted", null]);
+    const r = decide(st, a.annotations, a.suggestion, null, "rejected");
+    expect(r.done).toEqual([0]);
+    expect(r.annotations).toEqual(a.annotations);
+    expect(suggestionSummary(r.suggestion, st, r.annotations)).toMatchObject({ accepted: 1, rejected: 1, pending: [] });
+    expect(decide(st, r.annotations, r.suggestion, null, "accepted").done).toEqual([]);
+    expect(JSON.stringify([annotations, sug])).toBe(frozen);
+  });
+
+  it("undo restores the suggestion only within the same run", () => {
+    const snap = { span_types: st, annotations, current: 1, suggestion: sug };
+    expect(restoreValues(snap, { ...sug, status: [null, "accepted", null] }).suggestion).toBe(sug);
+    expect(restoreValues(snap, { ...sug, id: "b2" })).not.toHaveProperty("suggestion");
+    expect(restoreValues(snap, {})).toEqual({ span_types: st, annotations, current: 1 });
+  });
+
+  it("formats progress and the running counts", () => {
+    expect(formatInfo({ tokens: 12345, cost: 0.01234, requests: 3, model: "m", x: null })).toBe("12,345 tokens · $0.0123 · 3 requests · model m");
+    expect(progressOf({ running: true, name: "llm", done: 3, total: 12, info: { tokens: 40 } }))
+      .toEqual({ text: "Running llm… 3 / 12 examples · 40 tokens", fraction: 0.25, running: true, error: false });
+    expect(progressOf({ running: false, name: "llm", error: "llm failed: boom" })).toMatchObject({ text: "llm failed: boom", error: true });
+    expect(progressOf({ running: false, name: "rules", message: "3 proposed", done: 3, total: 3 }).text).toBe("rules: 3 proposed");
+    expect(progressOf({}).text).toBe("");
+  });
+
+  it("shades tokens by |score| relative to the example's largest", () => {
+    expect(saliencyLevels([1, -4, null, 2, NaN])).toEqual([0.25, 1, 0, 0.5, 0]);
+    expect(saliencyLevels([0, 0])).toEqual([0, 0]);
+  });
+
+  it("the downloaded file carries a pending suggestion", () => {
+    const doc = fileContent(st, annotations, [{}, {}, {}], [6, 6, 6], sug);
+    expect(doc.suggestion).toBe(sug);
+    expect(fileContent(st, annotations, [{}, {}, {}], [6, 6, 6], {})).not.toHaveProperty("suggestion");
   });
 });

@@ -27,12 +27,20 @@ Python (`validation`, `dataset`).
 The autosave file is a ``pw.Dataset.to_json`` document plus ``span_colors`` and ``lengths`` (tokens
 per example), written atomically on every change: ``pw.Dataset.from_json(path, model)`` loads a
 finished annotation directly, and ``SchemaEditor(ds, path=path)`` resumes one.
+
+Suggestions (issue 16): the editor runs schema suggesters (``peap_widget.suggest``: any callable
+``suggester(examples, tokens, *, progress=None) -> Suggestion`` with a ``name``) in the kernel and
+holds the result as a *pending layer* over the annotations (the ``suggestion`` trait), accepted or
+rejected per example or all at once, in the page (undoable there) or from Python. The autosave
+file carries the pending layer too (key ``"suggestion"``), so it survives a kernel restart.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 import os
 import re
 import tempfile
@@ -85,6 +93,17 @@ class SchemaEditor(PeapWidget):
     `remove_span_type`. ``to_html(path)`` writes an offline page where the editor still works
     (its "Download JSON" button saves a file that ``SchemaEditor(ds, path=file)`` resumes).
 
+    Suggestions: ``suggesters=[...]`` (or `add_suggester`) lists schema suggesters in the page's
+    Suggest panel; Run there (or `suggest`) calls one in the kernel, with its progress shown, and
+    its result becomes a pending layer (trait ``suggestion``) drawn under the chips. Span names
+    the editor lacks are added as span types at their place in the suggestion's order
+    (``new_spans="refuse"`` raises instead); a suggestion whose spans come in another order than
+    the editor's is refused. `accept_suggestion` / `reject_suggestion` (all pending examples, or
+    some), `disagreements`, `left_out` and `suggestion_report` work from Python; the page's
+    accept / reject buttons are undoable edits (Ctrl+Z). A failing suggester is reported in the
+    panel (``suggest_status["error"]``) and changes nothing. `show_saliency` shades the tokens by
+    a per-token score (a list per example, or a DataFrame with example / position / score).
+
     Example:
         >>> editor = pw.SchemaEditor(records, model=model, schema=["IO", "S1", "END"],
         ...                          path="spans.json")                      # doctest: +SKIP
@@ -92,6 +111,12 @@ class SchemaEditor(PeapWidget):
         >>> editor.add_span_type("S2", required=True)    # before the last type  # doctest: +SKIP
         >>> editor.validation()                                              # doctest: +SKIP
         >>> ds = editor.dataset                                              # doctest: +SKIP
+
+        >>> editor = pw.SchemaEditor(ds, suggesters=[ioi_rules], path="spans.json")  # doctest: +SKIP
+        >>> editor.suggest("rules")             # or Run in the Suggest panel  # doctest: +SKIP
+        >>> editor.disagreements()              # examples where it differs    # doctest: +SKIP
+        >>> editor.accept_suggestion([0, 1, 2]); editor.reject_suggestion()  # doctest: +SKIP
+        >>> editor.show_saliency(pw.token_saliency(model, ds), column="score")  # doctest: +SKIP
     """
 
     _bundle_name = "schema_editor"
@@ -105,8 +130,20 @@ class SchemaEditor(PeapWidget):
     save_path = t.Unicode("").tag(sync=True)
     #: why the last autosave failed ("" when the file holds every edit); the page shows it
     save_error = t.Unicode("").tag(sync=True)
+    #: the suggesters' names, in order (the Suggest panel lists them; `suggest` takes a name
+    #: or an index)
+    suggesters = t.List(t.Unicode()).tag(sync=True)
+    #: the pending layer: ``{}`` or ``{"id", "name", "source", "span_names", "spans", "failed",
+    #: "info", "status"}``; ``spans[i]`` is ``{name: [start, end)}`` or None (left out, reason in
+    #: ``failed[str(i)]``); ``status[i]`` is None (pending), "accepted" or "rejected"
+    suggestion = t.Dict().tag(sync=True)
+    #: the run in progress or the last one: ``{"running", "name", "done", "total", "info",
+    #: "error", "message"}``
+    suggest_status = t.Dict().tag(sync=True)
+    #: per-token scores that shade the chips: ``{}`` or ``{"label", "scores": [[float | None]]}``
+    saliency = t.Dict().tag(sync=True)
 
-    def __init__(self, dataset, schema=None, path=None, model=None, **kwargs):
+    def __init__(self, dataset, schema=None, path=None, model=None, suggesters=None, **kwargs):
         source = _load_source(dataset, schema, model)
         state = {"span_types": source["span_types"], "annotations": source["annotations"]}
         path = Path(path).expanduser() if path is not None else None
@@ -117,8 +154,12 @@ class SchemaEditor(PeapWidget):
         self._tokenizer = source["tokenizer"]
         self._path = None            # no autosave while the traits are first set
         self._last_saved = None
+        self._suggesters: list[tuple[str, object]] = []
         super().__init__(tokens=source["tokens"], examples=source["examples"],
                          save_path=str(path) if path is not None else "", **state, **kwargs)
+        for s in suggesters or ():
+            self.add_suggester(s)
+        self.on_msg(self._on_message)
         self._path = path
         if path is not None and not restored:
             self.save()
@@ -274,11 +315,273 @@ class SchemaEditor(PeapWidget):
                 for ranges in self.annotations]
         self._set(types, rows)
 
+    # --- suggestions ---------------------------------------------------------------------------
+
+    def add_suggester(self, suggester, name: str | None = None) -> str:
+        """List a suggester (``suggester(examples, tokens, *, progress=None) -> Suggestion``) in
+        the Suggest panel under ``name`` (default: its ``name`` attribute); returns the name
+        used (made unique with " (2)", " (3)"... when taken)."""
+        if not callable(suggester):
+            raise PeapError(f"a suggester is a callable suggester(examples, tokens, *, progress=None) "
+                            f"-> Suggestion, got {type(suggester).__name__}")
+        base = name or getattr(suggester, "name", None) or getattr(suggester, "__name__", None) \
+            or type(suggester).__name__
+        taken = {n for n, _ in self._suggesters}
+        name = next(n for n in itertools.chain([str(base)], (f"{base} ({k})" for k in itertools.count(2)))
+                    if n not in taken)
+        self._suggesters.append((name, suggester))
+        self.suggesters = [n for n, _ in self._suggesters]
+        return name
+
+    def suggest(self, which: int | str = 0, *, new_spans: str = "add"):
+        """Run a suggester (its name or index in `suggesters`) on every example and make its
+        result the pending layer (replacing any); returns the `Suggestion`. Progress and the
+        suggester's ``info`` counts go to the page (``suggest_status``). An exception in the
+        suggester is shown in the panel and raised here; the annotations and the previous
+        pending layer are left as they were."""
+        name = "?"
+        try:
+            name, fn = self._suggester(which)
+            self._status(running=True, name=name, done=0, total=len(self.tokens), info={},
+                         error="", message="")
+            result = fn(copy.deepcopy(self.examples), [list(x) for x in self.tokens],
+                        progress=self._progress_callback())
+            self.set_suggestion(result, name=name, new_spans=new_spans)
+        except Exception as err:
+            why = str(err) if isinstance(err, PeapError) else f"{type(err).__name__}: {err}"
+            self._status(running=False, name=name, error=f"{name} failed: {why}", message="")
+            raise
+        left = len(self.suggestion["failed"])
+        self._status(running=False, done=len(self.tokens), total=len(self.tokens),
+                     info=_plain(getattr(result, "info", {}) or {}), error="",
+                     message=f"{len(self.tokens) - left} proposed, {left} left out")
+        return result
+
+    def set_suggestion(self, suggestion, name: str | None = None, *, new_spans: str = "add"):
+        """Make a `Suggestion` (computed elsewhere) the pending layer. Span names the editor
+        lacks are added as span types at their place in the suggestion's order (``new_spans=
+        "refuse"``: a `SchemaError` instead); common span names in another order than the
+        editor's are refused. Proposals that break the suggestion's own schema (or are not
+        ``{name: [start, end)}``) are left out, with the reason, as the suggester's own
+        failures are."""
+        n = len(self.tokens)
+        names, spans = getattr(suggestion, "span_names", None), getattr(suggestion, "spans", None)
+        if not isinstance(names, Sequence) or isinstance(names, str) or not isinstance(spans, Sequence):
+            raise PeapError(f"a suggester returns a peap_widget.suggest.Suggestion (span_names, spans, "
+                            f"failed, info), got {type(suggestion).__name__}")
+        names = [str(x) for x in names]
+        if len(spans) != n:
+            raise PeapError(f"the suggestion has {len(spans)} examples, the editor {n}")
+        if new_spans not in ("add", "refuse"):
+            raise PeapError(f"new_spans is 'add' or 'refuse', got {new_spans!r}")
+        try:
+            schema = Schema(names)
+        except SchemaError as err:
+            raise SchemaError(f"the suggestion's span names are not a schema: {_bare(err)}",
+                              rule=err.rule) from None
+        self._merge_span_types(names, refuse=new_spans == "refuse")
+        failed = {str(int(k)): str(v) for k, v in dict(getattr(suggestion, "failed", {}) or {}).items()}
+        kept = []
+        for i, proposed in enumerate(spans):
+            if proposed is None:
+                failed.setdefault(str(i), "no proposal")
+                kept.append(None)
+                continue
+            try:
+                if not isinstance(proposed, Mapping):
+                    raise SchemaError("spans must be a mapping {name: [start, end)}", rule="format")
+                clean = {str(k): _pair(v, i, k) for k, v in proposed.items()}
+                schema.validate(clean, len(self.tokens[i]), example=i)
+            except SchemaError as err:
+                failed[str(i)] = f"invalid proposal: {_bare(err)} [rule: {err.rule}]"
+                kept.append(None)
+                continue
+            failed.pop(str(i), None)
+            kept.append(clean)
+        self.suggestion = {
+            "id": os.urandom(6).hex(), "name": name or getattr(suggestion, "source", "") or "suggestion",
+            "source": str(getattr(suggestion, "source", "") or ""), "span_names": names,
+            "spans": kept, "failed": failed, "info": _plain(getattr(suggestion, "info", {}) or {}),
+            "status": [None] * n}
+
+    def clear_suggestion(self):
+        """Drop the pending layer (the annotations stay as they are)."""
+        self.suggestion = {}
+
+    def pending(self) -> list[int]:
+        """Examples with a proposal not yet accepted or rejected."""
+        sug = self.suggestion
+        if not sug:
+            return []
+        return [i for i, (p, st) in enumerate(zip(sug["spans"], sug["status"]))
+                if p is not None and st is None]
+
+    def proposed_spans(self, i: int) -> dict[str, list[int]] | None:
+        """The pending layer's spans for example ``i`` in the editor's span types (a span type
+        the suggestion does not name is empty), or None when it proposes nothing there."""
+        i = self._check_example(i)
+        row = self._proposed_row(i)
+        return None if row is None else dict(zip(self.span_names, row))
+
+    def disagreements(self) -> list[int]:
+        """Pending examples whose proposal differs from the current annotation."""
+        n = len(self.span_types)
+        return [i for i in self.pending() if self._proposed_row(i) != _row(self.annotations[i], n)]
+
+    def left_out(self) -> dict[int, str]:
+        """Examples the suggester proposed nothing for (or nothing valid), with its reasons."""
+        return {int(k): v for k, v in (self.suggestion or {}).get("failed", {}).items()}
+
+    def suggestion_report(self):
+        """One row per example: ``status`` (disagrees, agrees, left out, accepted, rejected),
+        ``differs`` (the span names whose ranges differ, for pending ones) and ``reason`` (why
+        the suggester left it out). Columns example, status, differs, reason."""
+        import pandas as pd
+
+        rows = []
+        sug = self.suggestion
+        names, n = self.span_names, len(self.span_types)
+        for i in range(len(self.tokens) if sug else 0):
+            st, row = sug["status"][i], self._proposed_row(i)
+            reason = sug["failed"].get(str(i), "")
+            differs = []
+            if row is None:
+                status = "left out"
+            elif st is not None:
+                status = st
+            else:
+                cur = _row(self.annotations[i], n)
+                differs = [name for name, a, b in zip(names, row, cur) if a != b]
+                status = "disagrees" if differs else "agrees"
+            rows.append({"example": i, "status": status, "differs": differs, "reason": reason})
+        return pd.DataFrame(rows, columns=["example", "status", "differs", "reason"])
+
+    def accept_suggestion(self, examples=None) -> list[int]:
+        """Replace the annotation of ``examples`` (an index, a list, or None: every pending
+        one) by the proposal; examples without a pending proposal are skipped. Returns the
+        examples accepted. The page records it as an undoable edit."""
+        return self._decide(examples, "accepted")
+
+    def reject_suggestion(self, examples=None) -> list[int]:
+        """Dismiss the proposal for ``examples`` (an index, a list, or None: every pending one);
+        the annotation stays. Returns the examples rejected."""
+        return self._decide(examples, "rejected")
+
+    def _decide(self, examples, verdict) -> list[int]:
+        if not self.suggestion:
+            raise PeapError("no suggestion is pending: run one first (editor.suggest(...))")
+        pending = set(self.pending())
+        if examples is None:
+            chosen = sorted(pending)
+        else:
+            wanted = [examples] if isinstance(examples, int) else list(examples)
+            chosen = [i for i in dict.fromkeys(self._check_example(i) for i in wanted) if i in pending]
+        status = list(self.suggestion["status"])
+        rows = [list(r) for r in self.annotations]
+        for i in chosen:
+            status[i] = verdict
+            if verdict == "accepted":
+                rows[i] = self._proposed_row(i)
+        values = {"suggestion": {**self.suggestion, "status": status}}
+        if verdict == "accepted":
+            values["annotations"] = rows
+        self._apply(values)
+        return chosen
+
+    def _apply(self, values: dict):
+        """Set traits as one edit. Open pages first get the values as an "apply" message and
+        commit them as their own edit (undoable there); the trait update that follows then
+        carries no change for them."""
+        self.send({"type": "apply", "values": values})
+        with self.hold_sync(), self.hold_trait_notifications():
+            for k, v in values.items():
+                setattr(self, k, v)
+
+    def _proposed_row(self, i):
+        sug = self.suggestion
+        proposed = sug["spans"][i] if sug else None
+        if proposed is None:
+            return None
+        return _place_empty([list(proposed[n]) if n in proposed else [0, 0] for n in self.span_names])
+
+    def _merge_span_types(self, names, refuse):
+        mine = self.span_names
+        common, theirs = [n for n in mine if n in names], [n for n in names if n in mine]
+        if common != theirs:
+            raise SchemaError(f"the suggestion orders its spans {theirs}, the editor {common}: an "
+                              "annotation cannot be valid in both; reorder the span types first "
+                              "(Span types… in the page, or move_span_type)", rule="order")
+        missing = [n for n in names if n not in mine]
+        if missing and refuse:
+            raise SchemaError(f"the suggestion names spans the editor lacks: {missing}; add them "
+                              "(add_span_type) or run with new_spans='add'", span=missing[0],
+                              rule="unknown_span")
+        for k, name in enumerate(names):
+            if name not in self.span_names:
+                at = 0 if k == 0 else self.span_names.index(names[k - 1]) + 1
+                self.add_span_type(name, index=at)
+
+    def _suggester(self, which):
+        names = [n for n, _ in self._suggesters]
+        if not names:
+            raise PeapError("the editor has no suggesters: SchemaEditor(..., suggesters=[...]) or "
+                            "editor.add_suggester(s)")
+        if isinstance(which, str) and which in names:
+            return self._suggesters[names.index(which)]
+        if isinstance(which, int) and not isinstance(which, bool) and -len(names) <= which < len(names):
+            return self._suggesters[which]
+        raise PeapError(f"no suggester {which!r}; the suggesters are {names}")
+
+    def _status(self, **fields):
+        self.suggest_status = {**self.suggest_status, **fields}
+
+    def _progress_callback(self):
+        """``progress(done, total, info)`` for a suggester: the page hears of each percent
+        (and of the last step), not of every call, so a long run does not flood the comm."""
+        seen = {"bucket": -1}
+
+        def progress(done, total, info=None):
+            done, total = int(done), max(1, int(total))
+            bucket = (100 * done) // total
+            if bucket == seen["bucket"] and done < total:
+                return
+            seen["bucket"] = bucket
+            self._status(done=done, total=total, info=_plain(info or {}))
+        return progress
+
+    def _on_message(self, _widget, content, _buffers):
+        """The page's requests: ``{"type": "suggest", "name": ...}`` runs a suggester."""
+        if not isinstance(content, Mapping) or content.get("type") != "suggest":
+            return
+        try:
+            self.suggest(content.get("name", content.get("index", 0)))
+        except Exception:  # shown in the panel (suggest_status.error); the kernel keeps going
+            pass
+
+    # --- saliency --------------------------------------------------------------------------------
+
+    def show_saliency(self, scores, column: str | None = None, label: str | None = None):
+        """Shade every token by a score: ``scores`` a list (one list of per-token numbers per
+        example) or a DataFrame with columns ``example``, ``position`` and the score column
+        (``column``; default "score", else the only other numeric column), e.g. what
+        ``pw.token_saliency`` returns. None hides the shading. The page draws ``|score|``
+        relative to the example's largest as a highlight behind the token, with a toggle."""
+        if scores is None:
+            self.saliency = {}
+            return
+        lengths = [len(x) for x in self.tokens]
+        if hasattr(scores, "columns"):
+            rows, column = _saliency_from_frame(scores, column, lengths)
+        else:
+            rows = _saliency_from_lists(scores, lengths)
+        self.saliency = {"label": label or column or "saliency", "scores": rows}
+
     # --- saving ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
         """The annotation file's content: a `pw.Dataset.to_json` document (schema, examples with
-        their spans) plus ``span_colors`` and ``lengths`` (tokens per example)."""
+        their spans) plus ``span_colors``, ``lengths`` (tokens per example) and, while one is
+        pending, ``suggestion`` (the pending layer)."""
         types = self.span_types
         return {
             "format": FORMAT, "version": 1,
@@ -289,6 +592,7 @@ class SchemaEditor(PeapWidget):
             "span_colors": {st["name"]: st.get("color") for st in types},
             "lengths": [len(toks) for toks in self.tokens],
             "examples": self.records(),
+            **({"suggestion": self.suggestion} if self.suggestion else {}),
         }
 
     def save(self, path=None) -> Path:
@@ -306,7 +610,7 @@ class SchemaEditor(PeapWidget):
             self._last_saved = text
         return target
 
-    @t.observe("span_types", "annotations")
+    @t.observe("span_types", "annotations", "suggestion")
     def _autosave(self, change):
         """Save every change; a failure (read-only file, full disk) is shown in the page
         (``save_error``) and the edit stays in memory, saved with the next change or
@@ -485,7 +789,105 @@ def read_annotation_file(path, examples: list[dict], tokens: list[list[str]]) ->
             annotations.append([None if spans.get(n) is None else _pair(spans[n], i, n) for n in names])
         except SchemaError as err:
             raise DatasetError(f"{path}: {err}; {keep}") from None
-    return {"span_types": span_types, "annotations": annotations}
+    state = {"span_types": span_types, "annotations": annotations}
+    if doc.get("suggestion"):         # files written before suggestions have none
+        state["suggestion"] = _read_suggestion(doc["suggestion"], len(saved), f"{path}: ", keep)
+    return state
+
+
+def _read_suggestion(sug, n, where, keep) -> dict:
+    """A saved pending layer, checked: one proposal (``{name: [start, end)}`` or None) and one
+    status (None, "accepted", "rejected") per example."""
+    if not isinstance(sug, Mapping) or not isinstance(sug.get("spans"), list) \
+            or not isinstance(sug.get("span_names"), list):
+        raise DatasetError(f"{where}its 'suggestion' needs 'span_names' and 'spans'; {keep}")
+    status = sug.get("status") if isinstance(sug.get("status"), list) else [None] * n
+    if len(sug["spans"]) != n or len(status) != n:
+        raise DatasetError(f"{where}its 'suggestion' holds {len(sug['spans'])} proposals and "
+                           f"{len(status)} statuses for {n} examples; {keep}")
+    spans = []
+    for i, (p, st) in enumerate(zip(sug["spans"], status)):
+        if st not in (None, "accepted", "rejected"):
+            raise DatasetError(f"{where}suggestion status {st!r} is not null, 'accepted' or "
+                               f"'rejected'; {keep}", example=i)
+        if p is not None and not isinstance(p, Mapping):
+            raise DatasetError(f"{where}a suggested annotation is {{name: [start, end)}} or null; "
+                               f"{keep}", example=i)
+        try:
+            spans.append(None if p is None else {str(k): _pair(v, i, k) for k, v in p.items()})
+        except SchemaError as err:
+            raise DatasetError(f"{where}suggestion: {err}; {keep}") from None
+    failed = sug.get("failed") if isinstance(sug.get("failed"), Mapping) else {}
+    return {"id": str(sug.get("id") or os.urandom(6).hex()), "name": str(sug.get("name", "")),
+            "source": str(sug.get("source", "")), "span_names": [str(x) for x in sug["span_names"]],
+            "spans": spans, "failed": {str(k): str(v) for k, v in failed.items()},
+            "info": _plain(sug.get("info") or {}), "status": status}
+
+
+def _plain(value):
+    """A suggester's ``info`` as JSON values (numbers, strings, lists, dicts; NaN as None)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(x):
+        return None
+    return int(x) if x == int(x) and abs(x) < 2 ** 53 and not isinstance(value, float) else x
+
+
+def _score(x):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _saliency_from_lists(scores, lengths) -> list[list]:
+    if isinstance(scores, (str, bytes, Mapping)) or not hasattr(scores, "__len__"):
+        raise PeapError(f"saliency scores are one list of per-token numbers per example (or a "
+                        f"DataFrame with example, position, score), got {type(scores).__name__}")
+    if len(scores) != len(lengths):
+        raise PeapError(f"{len(scores)} lists of saliency scores for {len(lengths)} examples")
+    rows = []
+    for i, (row, n) in enumerate(zip(scores, lengths)):
+        row = list(row)
+        if len(row) != n:
+            raise PeapError(f"example {i}: {len(row)} saliency scores for its {n} tokens")
+        rows.append([_score(x) for x in row])
+    return rows
+
+
+def _saliency_from_frame(frame, column, lengths) -> tuple[list[list], str]:
+    cols = [str(c) for c in frame.columns]
+    for need in ("example", "position"):
+        if need not in cols:
+            raise PeapError(f"a saliency DataFrame needs the columns example, position and a score "
+                            f"column; it has {cols}")
+    if column is None:
+        others = [c for c in cols if c not in ("example", "position")
+                  and str(frame[c].dtype).startswith(("float", "int", "Float", "Int"))]
+        column = "score" if "score" in cols else others[0] if len(others) == 1 else None
+        if column is None:
+            raise PeapError(f"which column holds the scores? give column= (one of {others or cols})")
+    if column not in cols:
+        raise PeapError(f"no column {column!r} in the saliency DataFrame; its columns are {cols}")
+    rows = [[None] * n for n in lengths]
+    for ex, pos, val in zip(frame["example"], frame["position"], frame[column]):
+        ex, pos = int(ex), int(pos)
+        if not 0 <= ex < len(lengths):
+            raise PeapError(f"saliency row for example {ex}: the editor has {len(lengths)} examples")
+        if not 0 <= pos < lengths[ex]:
+            raise PeapError(f"example {ex}: saliency position {pos} is outside its "
+                            f"{lengths[ex]} tokens")
+        rows[ex][pos] = _score(val)
+    return rows, column
 
 
 # --- small helpers -----------------------------------------------------------------------------
