@@ -203,7 +203,8 @@ class FiniteChecks:
     def add(self, where: str, checks: list[tuple[list[str], torch.Tensor]]) -> None:
         """``checks``: (labels, flags) pairs, one label per entry of the 1-D bool ``flags``."""
         labels = [label for group, _ in checks for label in group]
-        flags = torch.cat([flags for _, flags in checks])
+        device = checks[0][1].device
+        flags = torch.cat([flags.to(device) for _, flags in checks])
         self.pending.append((where, labels, flags))
 
     def verify(self, keep_last: int = 0) -> None:
@@ -264,7 +265,7 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
             mlps.append(mlp)
             delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - mlp.out.detach().to(cd)
         fin = ad.read_final(nn)
-        values = metric_fn(last_token_logits(fin.logits, batch.lengths), batch.correct,
+        values = metric_fn(last_token_logits(fin.logits.to(dev), batch.lengths), batch.correct,
                            batch.incorrect)
         g_o, g_mlp = [None] * L, [None] * L
         with values.sum().backward():
@@ -301,7 +302,7 @@ def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggreg
         total = None
         for lo in range(0, B, chunk):
             sl = slice(lo, lo + chunk)
-            G = slot_grads(sl)                                              # [b, T, K, D]
+            G = slot_grads(sl).to(delta.device)   # [b, T, K, D] (a split model: gathered)
             P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
             part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
             total = part if total is None else total + part
@@ -341,11 +342,12 @@ def _crossing_scores(model, atts, src, g_o, M, aggregation) -> torch.Tensor:
     cross = torch.zeros(3, L, H, S, S, dtype=cd, device=dev)
     for layer in range(L):
         att = atts[layer]
+        here = att.q.device   # the layer's device (a split model), where its closed forms run
         G = g_o[layer].to(cd).reshape(B, T, H, dh).transpose(1, 2)
         P = crossing_values(G, att.q.to(cd), att.k.to(cd), att.v.to(cd),
                             src.q[layer].to(cd), src.k[layer].to(cd), src.v[layer].to(cd),
                             lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
-                            ad.attention_mask(T, layer, dev))
+                            ad.attention_mask(T, layer, here)).to(dev)
         agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation,
                               ad.attention_mask(T, layer, dev))
         cross[:, layer] = agg.sum(0).reshape(3, H, S, S)

@@ -307,7 +307,8 @@ def clean_logits(model, batch: Batch) -> torch.Tensor:
     batch = remote.batch_on(batch, model.device)
     out = {}
     with torch.no_grad(), nn.trace(batch.clean_ids):
-        out["last"] = last_token_logits(ad.read_logits(nn), batch.lengths).detach()
+        out["last"] = last_token_logits(ad.read_logits(nn).to(batch.lengths.device),
+                                        batch.lengths).detach()
     return out["last"]
 
 
@@ -352,13 +353,13 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
             x = ad.read_residual(nn, layer, "attn").to(cd)
             U, first = graph.attn_upstream(layer), graph.qkv_slot(layer, 0, 0)
             W = pos_not_in[:, :, :U, first: first + 3 * H]                        # [B, T, U, 3H]
-            slots = x[:, :, None] + torch.einsum("btuk,btud->btkd", W, delta[:, :, :U])
+            slots = x[:, :, None] + torch.einsum("btuk,btud->btkd", W, delta[:, :, :U]).to(x.device)
             normed = ad.norm(nn, layer, "attn")(slots.to(model.dtype)).to(cd).reshape(B, T, 3, H, D)
             q, k, v = ad.qkv_from_slots(nn, layer, normed)
             if cross_in is None:
                 Cq = Ck = Cv = None
             else:
-                C = cross_in[:, layer][:, :, sid[:, :, None], sid[:, None, :]]    # [3, H, B, T, T]
+                C = cross_in[:, layer][:, :, sid[:, :, None], sid[:, None, :]].to(x.device)
                 Cq, Ck, Cv = C.transpose(1, 2)
             o = mixed_attention(q, k, v, src.q[layer].to(cd), src.k[layer].to(cd),
                                 src.v[layer].to(cd), Cq, Ck, Cv,
@@ -372,13 +373,15 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
             Um = graph.mlp_upstream(layer)
             Wm = pos_not_in[:, :, :Um, graph.mlp_slot(layer)]
             ad.set_norm_input(nn, layer, "mlp",
-                              (xm + torch.einsum("btu,btud->btd", Wm, delta[:, :, :Um])).to(model.dtype))
+                              (xm + torch.einsum("btu,btud->btd", Wm, delta[:, :, :Um]).to(xm.device)
+                               ).to(model.dtype))
             delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - ad.read_mlp_output(nn, layer).to(cd)
         xf = ad.read_residual(nn, None, "final").to(cd)
         Wf = pos_not_in[:, :, :, graph.logits_slot]
         ad.set_norm_input(nn, None, "final",
-                          (xf + torch.einsum("btu,btud->btd", Wf, delta)).to(model.dtype))
-        out["last"] = last_token_logits(ad.read_logits(nn), batch.lengths).detach()
+                          (xf + torch.einsum("btu,btud->btd", Wf, delta).to(xf.device)).to(model.dtype))
+        out["last"] = last_token_logits(ad.read_logits(nn).to(batch.lengths.device),
+                                        batch.lengths).detach()
     return out["last"]
 
 

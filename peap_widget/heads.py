@@ -14,6 +14,7 @@ import torch
 
 from . import remote
 from .ablation import read_activations
+from .arch.base import tensor_of
 from .model import model_lock
 
 
@@ -88,9 +89,9 @@ def ov_scores(model, ids: torch.Tensor):
     score of each output token [L, H, n], the input token giving it [L, H, n], the fraction of
     inputs whose top output is themselves [L, H]). Reads the weights where the model is."""
     ad, hf = model.adapter, model.hf
-    ids = ids.to(model.device)
-    emb = hf.get_input_embeddings().weight[ids]                           # [n, D]
-    unemb = hf.get_output_embeddings().weight[ids]                        # [n, D]
+    dev = tensor_of(hf.get_input_embeddings(), "weight").device
+    emb = tensor_of(hf.get_input_embeddings(), "weight")[ids.to(dev)]     # [n, D]
+    unemb = tensor_of(hf.get_output_embeddings(), "weight")[ids.to(dev)]  # [n, D]
     bests, best_ins, copyings = [], [], []
     for layer in range(ad.config.n_layers):
         normed = ad.norm(hf, layer, "attn")(emb)
@@ -100,7 +101,7 @@ def ov_scores(model, ids: torch.Tensor):
         logits = torch.einsum("hnd,hdD,mD->hnm", v, w_o, unemb.to(v.dtype)).float()
         logits = logits - logits.mean(-1, keepdim=True)                   # centre per input
         best, best_in = logits.max(1)                                     # [H, m]
-        copying = (logits.argmax(-1) == torch.arange(len(ids), device=ids.device)).float().mean(-1)
+        copying = (logits.argmax(-1) == torch.arange(len(ids), device=dev)).float().mean(-1)
         bests.append(best.double())
         best_ins.append(best_in)
         copyings.append(copying.double())

@@ -217,3 +217,34 @@ def test_ndif_unserved_model_is_named(ndif_server, tmp_path):
         pw.load_model(path, remote=True)
     text = str(err.value)
     assert "127.0.0.1:8001" in text and "unserved" in text and "does not serve this model" in text
+
+
+# --- a model split over devices (device_map) ---------------------------------------------------
+
+
+def test_split_model_equals_unsplit(tmp_path):
+    """Layers split between the CPU and disk offload (accelerate; the offloaded modules keep
+    meta placeholders and their weights are read from the offload map): every number equals
+    the unsplit model's."""
+    hf, tok = tiny_model("llama", n_layers=3, dtype=torch.float32)
+    hf.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    whole = pw.load_model(tmp_path / "m")
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+                  "model.layers.1": "disk", "model.layers.2": "disk", "model.norm": "cpu",
+                  "lm_head": "cpu"}
+    split = pw.load_model(tmp_path / "m", device_map=device_map)
+    assert split.hf.model.layers[1].self_attn.o_proj.weight.device.type == "meta"
+    assert split.adapter.closed_form_norms
+    ds = pw.Dataset.from_records(tiny_records(), whole)
+
+    def numbers(model):
+        res = pw.attribute(model, ds, ablation="mean", batch_size=2, progress=False)
+        ev = pw.Evaluator(model, ds, batch_size=2).run(res.circuit(n_edges=30))
+        return (res.edges.score.to_numpy(), ev.last_logits, heads.span_attention(model, ds, 2),
+                heads.ov_promotions(model, ds, k=2))
+
+    want, got = numbers(whole), numbers(split)
+    for a, b in zip(want[:3], got[:3]):
+        assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(a).max())
+    assert got[3] == want[3]

@@ -79,15 +79,32 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat([rot * cos + turned * sin, rest], dim=-1)
 
 
+def tensor_of(module, name: str):
+    """``module``'s parameter or buffer ``name`` (detached), or None. Where accelerate offloaded
+    it (``device_map`` with "cpu" or "disk" entries, the module keeps a meta placeholder), it is
+    read from the module's offload map and put on the device the module computes on."""
+    t = getattr(module, name, None)
+    if t is None:
+        return None
+    if t.device.type == "meta":
+        hook = getattr(module, "_hf_hook", None)
+        offloaded = getattr(hook, "weights_map", None)
+        if offloaded is not None and name in offloaded:
+            t = offloaded[name]
+            device = getattr(hook, "execution_device", None)
+            if device is not None:
+                t = t.to(device)
+    return t.detach()
+
+
 def _weight(module) -> torch.Tensor:
     """[out, in] weight of an nn.Linear or a GPT-2 Conv1D (stored [in, out])."""
-    w = module.weight.detach()
+    w = tensor_of(module, "weight")
     return w.t() if type(module).__name__ == "Conv1D" else w
 
 
 def _bias(module):
-    b = getattr(module, "bias", None)
-    return None if b is None else b.detach()
+    return tensor_of(module, "bias")
 
 
 class Adapter:
@@ -237,7 +254,8 @@ class Adapter:
         dt = torch.promote_types(r.dtype, torch.float32)
         x = r.to(dt)
         inv = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
-        return (inv * (self.decl.norm_offset + norm.weight.detach().to(dt))).to(r.dtype)
+        gain = tensor_of(norm, "weight").to(device=r.device, dtype=dt)
+        return (inv * (self.decl.norm_offset + gain)).to(r.dtype)
 
     # --- q/k/v ---------------------------------------------------------------------------------
 
@@ -367,7 +385,7 @@ class Adapter:
     def _norm_params(self, layer: int | None, which: str, dtype):
         """(weight or None, bias or None, eps) of the norm in front of ``which``, as used."""
         m = self.norm(self.hf, layer, which)
-        w, b = getattr(m, "weight", None), getattr(m, "bias", None)
+        w, b = tensor_of(m, "weight"), tensor_of(m, "bias")
         eps = next(getattr(m, n) for n in ("eps", "variance_epsilon") if hasattr(m, n))
         w = None if w is None else w.detach().to(dtype) + self.decl.norm_offset
         return w, None if b is None else b.detach().to(dtype), float(eps)
@@ -391,14 +409,14 @@ class Adapter:
                             dtype=torch.float64).to(self.model_dtype).float()
             for layer, which in ((0, "attn"), (0, "mlp"), (None, "final")):
                 module = self.norm(self.hf, layer, which)
-                x_dev = x.to(next(module.parameters()).device)
+                x_dev = x.to(tensor_of(module, "weight").device)
                 got = module(x_dev.to(self.model_dtype)).float()
                 want = self._norm_forward(layer, which, x_dev)
                 tol = 1e-5 if self.model_dtype in (torch.float32, torch.float64) else 3e-2
                 if not torch.allclose(got, want, rtol=tol, atol=tol * want.abs().max().item()):
                     return False
-        except (StopIteration, TypeError, RuntimeError, AttributeError):
-            return False
+        except (StopIteration, TypeError, RuntimeError, AttributeError, NotImplementedError):
+            return False   # (a remote model's meta copy: checked on the server instead)
         return True
 
     def norm_backward(self, nn, layer: int | None, which: str, x: torch.Tensor,
