@@ -19,8 +19,15 @@ from .errors import (DatasetError, NonFiniteError, NormalisationError, PeapError
                      UnsupportedArchitectureError)
 from .graph import Graph, GraphConfig
 from .model import Model, load_model
+from .paper_data import load_peap_paper
+from .remote import RemoteError
 from .result import AttributionResult
 from .schema import Schema
+from . import suggest
+from .suggest.llm import LLMSuggester, propose_schema
+from .suggest.llm_backends import OpenAIBackend, TransformersBackend
+from .suggest.rules import RuleError, RuleTagger
+from .suggest.saliency import SaliencySuggester, TokenSaliency, token_saliency
 
 __version__ = "0.1.0"
 
@@ -43,7 +50,9 @@ def __getattr__(name):
 __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "EvalResult", "Evaluator", "evaluate", "FaithfulnessCurve",
            "faithfulness_curve", "mib_scores", "MIB_FRACTIONS", "Dataset", "DatasetError", "Example", "Graph",
            "GraphConfig", "load_model", "Model", "NonFiniteError", "NormalisationError", "PeapError", "Schema", "SchemaError",
-           "UnsupportedArchitectureError", *_WIDGETS]
+           "UnsupportedArchitectureError", "RemoteError", "suggest", "LLMSuggester",
+           "propose_schema", "OpenAIBackend", "TransformersBackend", "RuleError", "RuleTagger",
+           "SaliencySuggester", "TokenSaliency", "token_saliency", "load_peap_paper", *_WIDGETS]
 
 
 def load_ipython_extension(ipython):

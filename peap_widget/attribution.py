@@ -62,7 +62,8 @@ def frozen_parameters(module: torch.nn.Module):
 
 def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
               aggregation: str = "sum", metric="logit_diff", batch_size: int | str | None = "auto",
-              reference: Dataset | None = None, progress=True) -> AttributionResult:
+              reference: Dataset | None = None, progress=True,
+              batches_per_request: int = 1) -> AttributionResult:
     """Score every edge of the graph on ``ds``.
 
     Args:
@@ -84,6 +85,9 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
         reference: the examples mean ablation averages over.
         progress: show a tqdm progress bar over examples; or a function called as
             ``progress(done, total)`` with example counts after each batch (widgets use it).
+        batches_per_request: for a remote model (``load_model(..., remote=True)``), how many
+            batches one NDIF request runs; their aggregates are summed there, so the tables
+            come back once per request (fewer requests and bytes, longer requests).
 
     Returns:
         `AttributionResult`; ``res.edges`` is the edge table.
@@ -98,6 +102,11 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     """
     if method not in METHODS:
         raise PeapError(f"unknown method {method!r}; use one of {METHODS}")
+    if isinstance(batches_per_request, bool) or not isinstance(batches_per_request, int) \
+            or batches_per_request < 1:
+        raise PeapError(f"batches_per_request must be a positive integer, got "
+                        f"{batches_per_request!r}")
+    group = batches_per_request if model.remote else 1
     if aggregation not in AGGREGATIONS:
         raise PeapError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
     metric_name, metric_fn = resolve_metric(metric)
@@ -109,7 +118,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     S, dev = len(spans), model.device
     # Sums stay on the device (float64) until the end: no host synchronisation per batch.
     acc_dtype = torch.float64 if dev.type != "mps" else torch.float32
-    resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=acc_dtype, device=dev)
+    # Residual scores as the edge mask's entries (the rest of the dense table is no edge).
+    resid = torch.zeros(S, int(graph.edge_mask.sum()), dtype=acc_dtype, device=dev)
     cross = (torch.zeros(3, cfg.n_layers, cfg.n_heads, S, S, dtype=acc_dtype, device=dev)
              if positional else None)
     clean_metric, source_metric, checks = [], [], FiniteChecks()
@@ -123,21 +133,21 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     with bar, frozen_parameters(model.hf):
         done = 0
         while done < n:
-            idx = list(range(done, min(n, done + size)))
-            batch = ds.batch(idx, device=dev)
+            idx = list(range(done, min(n, done + size * group)))
+            batches = [ds.batch(idx[i: i + size], device=dev) for i in range(0, len(idx), size)]
             try:
                 with model_lock(model):   # one batch's traces never interleave with others'
-                    out = remote.run(model, attribute_batch, model, batch, source, aggregation,
-                                     metric_fn, positional)
+                    out = remote.run(model, attribute_batches, model, batches, source,
+                                     aggregation, metric_fn, positional)
                 failed = False
             except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
                 if not is_out_of_memory(err) or size == 1:
                     raise
                 failed = True
             if failed:  # outside the except block, so the traceback's frames are gone
-                size = max(1, len(idx) // 2)
+                failed_size, size = min(size, len(idx)), max(1, min(size, len(idx)) // 2)
                 _release(dev)
-                warnings.warn(f"{method.upper()} attribution: out of memory with {len(idx)} "
+                warnings.warn(f"{method.upper()} attribution: out of memory with {failed_size} "
                               f"examples per batch; retrying with {size}", ResourceWarning,
                               stacklevel=2)
                 continue
@@ -152,7 +162,7 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             # nnsight's traces leave reference cycles that hold the batch's activations until
             # the cyclic collector runs: without this, two batches' worth stay alive (+1.4 GB
             # on GPT-2 small at batch 32, measured) and the auto batch size would be wrong.
-            del out, batch
+            del out, batches
             gc.collect()
             done += len(idx)
             bar.update(len(idx))
@@ -163,6 +173,9 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     resid /= n
     if positional:
         cross /= n
+    dense = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=resid.dtype, device=dev)
+    dense[:, torch.as_tensor(graph.edge_mask, device=dev)] = resid
+    resid = dense
     clean = torch.cat(clean_metric).double().cpu().numpy()
     source = torch.cat(source_metric).double().cpu().numpy() if source_metric else None
     settings = {"method": method, "ablation": ablation, "aggregation": aggregation,
@@ -219,16 +232,29 @@ class FiniteChecks:
                     "(float16 overflows easily; try bfloat16 or float32) and these examples.")
 
 
-def attribute_batch(model, batch: Batch, source, aggregation: str, metric_fn,
-                    positional: bool) -> dict:
-    """One batch's job (`peap_widget.remote`): its ablation source, then the clean run with
-    one backward pass; returns the batch-summed span aggregates (``resid``, ``cross``), the
-    metrics and the finiteness flags. Runs where the model is; reads weights there."""
-    batch = remote.batch_on(batch, model.device)
-    src = source(batch)
-    out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
-    out["source_metric"] = None if src.metric is None else src.metric.detach()
-    return out
+def attribute_batches(model, batches: list[Batch], source, aggregation: str, metric_fn,
+                      positional: bool) -> dict:
+    """The job (`peap_widget.remote`) of one or more batches: per batch its ablation source,
+    then the clean run with one backward pass. Returns the batch-summed span aggregates
+    (``resid`` [S, edges] over the edge mask, ``cross``), the metrics and the finiteness
+    flags. Runs where the model is and reads the weights there; for a remote model only this
+    comes back, once per request."""
+    total = None
+    for batch in batches:
+        batch = remote.batch_on(batch, model.device)
+        src = source(batch)
+        out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+        out["resid"] = out["resid"][:, torch.as_tensor(model.graph.edge_mask,
+                                                       device=out["resid"].device)]
+        out["source_metric"] = None if src.metric is None else src.metric.detach()
+        total = out if total is None else {
+            "resid": total["resid"] + out["resid"],
+            "cross": None if out["cross"] is None else total["cross"] + out["cross"],
+            "metric": torch.cat([total["metric"], out["metric"]]),
+            "source_metric": (None if out["source_metric"] is None
+                              else torch.cat([total["source_metric"], out["source_metric"]])),
+            "checks": total["checks"] + out["checks"]}
+    return total
 
 
 def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metric_fn,

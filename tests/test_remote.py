@@ -50,7 +50,7 @@ def test_dry_run_equals_local(family, method, ablation):
     assert np.array_equal(got[1], want[1])
     assert got[2] == want[2]
     jobs = {entry["job"] for entry in model.remote_log}
-    assert {"attribute_batch", "clean_logits", "circuit_batch"} <= jobs
+    assert {"attribute_batches", "clean_logits", "circuit_batch"} <= jobs
     if ablation == "mean":
         assert "span_sums" in jobs
 
@@ -140,17 +140,30 @@ def test_ndif_attribution_equals_local(served, family):
         assert np.abs(got.edges.score.to_numpy() - want.edges.score.to_numpy()).max() <= 1e-6 * max(1, scale)
         assert np.allclose(got.clean_metric, want.clean_metric, atol=1e-6)
         log = far.remote_log[before:]
-        assert [e["job"] for e in log].count("attribute_batch") == 2     # 5 examples, batches of 3
-        # Only span aggregates come back: the float64 residual table [S, Nf, Nb] and crossing
-        # table [3, L, H, S, S], plus per-example metrics and finiteness flags (under 1 kB),
-        # never per-position values ([B, T, ...]).
+        assert [e["job"] for e in log].count("attribute_batches") == 2   # 5 examples, batches of 3
+        # Only span aggregates come back: the float64 residual scores [S, edges] (the edge
+        # mask's entries) and crossing table [3, L, H, S, S], plus per-example metrics and
+        # finiteness flags (under 1 kB), never per-position values ([B, T, ...]).
         g, cfg = far.graph, far.adapter.config
         S = len(ds.schema) if method == "peap" else 1
-        aggregates = 8 * (S * g.n_forward * g.n_backward
+        aggregates = 8 * (S * int(g.edge_mask.sum())
                           + (3 * cfg.n_layers * cfg.n_heads * S * S if method == "peap" else 0))
         for entry in log:
-            if entry["job"] == "attribute_batch":
+            if entry["job"] == "attribute_batches":
                 assert 0 <= entry["bytes_back"] - aggregates < 1000, (entry, aggregates)
+
+
+@pytest.mark.ndif
+def test_ndif_batches_per_request(served):
+    """Several batches in one request: their aggregates are summed on the server; the result
+    is the same, in fewer requests."""
+    local, far, ds = served["llama"]
+    want = pw.attribute(local, ds, batch_size=2, progress=False)
+    before = len(far.remote_log)
+    got = pw.attribute(far, ds, batch_size=2, batches_per_request=2, progress=False)
+    assert [e["job"] for e in far.remote_log[before:]] == ["attribute_batches"] * 2  # 4 + 1
+    assert np.abs(got.edges.score.to_numpy() - want.edges.score.to_numpy()).max() <= 1e-6
+    assert np.allclose(got.counterfactual_metric, want.counterfactual_metric, atol=1e-6)
 
 
 @pytest.mark.ndif
@@ -248,3 +261,14 @@ def test_split_model_equals_unsplit(tmp_path):
     for a, b in zip(want[:3], got[:3]):
         assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(a).max())
     assert got[3] == want[3]
+
+
+def test_dry_run_saliency_equals_local():
+    from peap_widget.suggest.saliency import token_saliency
+
+    model, ds = _local_pair("llama")
+    want = token_saliency(model, ds, k=2, batch_size=2).table
+    model.remote = "local"
+    got = token_saliency(model, ds, k=2, batch_size=2).table
+    assert got.equals(want)
+    assert "batch_scores" in {e["job"] for e in model.remote_log}

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from .. import remote
 from ..attribution import frozen_parameters
 from ..data import Dataset
 from ..errors import PeapError
@@ -132,7 +133,7 @@ def token_saliency(model, ds: Dataset, k: int | None = 3, rank_by: str | None = 
     with frozen_parameters(model.hf):
         done = 0
         for batch in ds.batches(batch_size, device=model.device):
-            scores = _batch_scores(model, batch, metric_fn)
+            scores = remote.run(model, batch_scores, model, batch, metric_fn)
             for b, e in enumerate(batch.lengths.tolist()):
                 for name in SCORES:
                     columns[name].append(scores[name][b, :e])
@@ -167,19 +168,21 @@ def token_saliency(model, ds: Dataset, k: int | None = 3, rank_by: str | None = 
     return TokenSaliency(table, mask)
 
 
-def _batch_scores(model, batch, metric_fn) -> dict[str, torch.Tensor]:
-    """[B, T] float64 scores of one batch: two traces that only read and save, then arithmetic."""
+def batch_scores(model, batch, metric_fn) -> dict[str, torch.Tensor]:
+    """Job (`peap_widget.remote`): [B, T] float64 scores of one batch: two traces that only
+    read and save, then arithmetic (on a remote model only the [B, T] scores come back)."""
     ad, nn = model.adapter, model.nn
+    batch = remote.batch_on(batch, model.device)
     L = ad.config.n_layers
     clean, grads, source = [], [], []
     with model_lock(model):
         if batch.corrupted_ids is not None:
-            with torch.no_grad(), nn.trace(batch.corrupted_ids, remote=model.remote):
+            with torch.no_grad(), nn.trace(batch.corrupted_ids):
                 source.append(ad.read_input(nn).save())
                 for layer in range(1, L):
                     source.append(ad.block(nn, layer).input.save())
                 source.append(ad.read_residual(nn, None, "final").save())
-        with nn.trace(batch.clean_ids, remote=model.remote):
+        with nn.trace(batch.clean_ids):
             inp = ad.read_input(nn)      # the residual stream entering block 0
             inp.requires_grad_(True)     # parameters are frozen: the gradient starts here
             clean.append(inp.save())

@@ -569,6 +569,7 @@ class SchemaEditor(PeapWidget):
         if scores is None:
             self.saliency = {}
             return
+        scores = getattr(scores, "table", scores)   # a pw.token_saliency result: its table
         lengths = [len(x) for x in self.tokens]
         if hasattr(scores, "columns"):
             rows, column = _saliency_from_frame(scores, column, lengths)
