@@ -306,8 +306,11 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
         cross = _crossing_scores(model, atts, src, g_o, M, aggregation) if positional else None
         out["checks"] = _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp,
                                     resid, cross)
-        out["resid"] = resid.to(torch.float64)
-        out["cross"] = None if cross is None else cross.to(torch.float64)
+        # In the compute dtype (float32 for 16- and 32-bit models): that is all the precision
+        # a batch's sums have, and half the bytes a remote request returns; the running sums
+        # over batches are float64.
+        out["resid"] = resid
+        out["cross"] = cross
         out["metric"] = values.detach()
     return out
 

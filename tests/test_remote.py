@@ -141,12 +141,12 @@ def test_ndif_attribution_equals_local(served, family):
         assert np.allclose(got.clean_metric, want.clean_metric, atol=1e-6)
         log = far.remote_log[before:]
         assert [e["job"] for e in log].count("attribute_batches") == 2   # 5 examples, batches of 3
-        # Only span aggregates come back: the float64 residual scores [S, edges] (the edge
-        # mask's entries) and crossing table [3, L, H, S, S], plus per-example metrics and
-        # finiteness flags (under 1 kB), never per-position values ([B, T, ...]).
+        # Only span aggregates come back: the residual scores [S, edges] (the edge mask's
+        # entries) and crossing table [3, L, H, S, S] in the compute dtype (float32 here), plus
+        # per-example metrics and finiteness flags (under 1 kB), never per-position values.
         g, cfg = far.graph, far.adapter.config
         S = len(ds.schema) if method == "peap" else 1
-        aggregates = 8 * (S * int(g.edge_mask.sum())
+        aggregates = 4 * (S * int(g.edge_mask.sum())
                           + (3 * cfg.n_layers * cfg.n_heads * S * S if method == "peap" else 0))
         for entry in log:
             if entry["job"] == "attribute_batches":
