@@ -272,3 +272,29 @@ def test_dry_run_saliency_equals_local():
     got = token_saliency(model, ds, k=2, batch_size=2).table
     assert got.equals(want)
     assert "batch_scores" in {e["job"] for e in model.remote_log}
+
+
+@pytest.mark.ndif
+def test_ndif_wrong_key_is_refused(served, ndif_server):
+    """The server checks keys against its user database (tests/ndif_local.py): a key it does
+    not know is refused, and the error says to set NDIF_API_KEY."""
+    import os
+    import uuid
+
+    import nnsight
+
+    if ndif_server.api_key is None:
+        reason = "this machine cannot run NDIF's key database (PostgreSQL as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    local, far, ds = served["gpt2"]
+    nnsight.CONFIG.API.APIKEY = str(uuid.uuid4())
+    try:
+        with pytest.raises(remote.RemoteError) as err:
+            pw.attribute(far, ds, batch_size=5, progress=False)
+    finally:
+        nnsight.CONFIG.API.APIKEY = ndif_server.api_key
+    text = str(err.value)
+    assert "127.0.0.1:8001" in text and "refused the API key" in text and "NDIF_API_KEY" in text
+    assert pw.attribute(far, ds, batch_size=5, progress=False).edges.score.notna().all()
