@@ -376,7 +376,8 @@ def check_tokenizer(data_tok, model_tok) -> None:
             "model) or task.dataset(model)")
 
 
-def _max_positions(config) -> int | None:
+def max_positions(config) -> int | None:
+    """The longest prompt a model config allows (None when it does not say)."""
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
@@ -387,7 +388,7 @@ def _max_positions(config) -> int | None:
 def check_model_limits(examples, hf) -> None:
     """Every token id inside the model's embedding and every prompt within its positions."""
     vocab = hf.get_input_embeddings().weight.shape[0]
-    limit = _max_positions(hf.config)
+    limit = max_positions(hf.config)
     for i, e in enumerate(examples):
         for name, ids in (("clean", e.clean_ids), ("corrupted", e.corrupted_ids or [])):
             bad = [t for t in ids if not 0 <= t < vocab]

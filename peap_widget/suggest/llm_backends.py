@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..data import max_positions
 from ..errors import PeapError
 
 Messages = list[dict]
@@ -245,7 +246,7 @@ class TransformersBackend:
         import torch
 
         ids = self.render(messages)
-        limit = _max_positions(self.hf.config)
+        limit = max_positions(self.hf.config)
         if limit is not None and len(ids) + self.max_new_tokens > limit:
             keep = limit - self.max_new_tokens
             if self.truncate == "error" or keep < 1:
@@ -268,9 +269,3 @@ class TransformersBackend:
         return Reply(text, {"prompt_tokens": len(ids), "completion_tokens": len(new)})
 
 
-def _max_positions(config) -> int | None:
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
