@@ -18,6 +18,8 @@ from .evaluate import EvalResult, Evaluator, evaluate
 from .errors import (DatasetError, NonFiniteError, NormalisationError, PeapError, SchemaError,
                      UnsupportedArchitectureError)
 from .graph import Graph, GraphConfig
+from .head_functions import (HeadFunctions, Relation, RelationError, head_functions,
+                             head_functions_figure, relations)
 from .model import Model, load_model
 from .paper_data import load_peap_paper
 from .remote import RemoteError
@@ -52,7 +54,8 @@ __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "Eval
            "GraphConfig", "load_model", "Model", "NonFiniteError", "NormalisationError", "PeapError", "Schema", "SchemaError",
            "UnsupportedArchitectureError", "RemoteError", "suggest", "LLMSuggester",
            "propose_schema", "OpenAIBackend", "TransformersBackend", "RuleError", "RuleTagger",
-           "SaliencySuggester", "TokenSaliency", "token_saliency", "load_peap_paper", *_WIDGETS]
+           "SaliencySuggester", "TokenSaliency", "token_saliency", "load_peap_paper", "HeadFunctions", "Relation", "RelationError",
+           "head_functions", "head_functions_figure", "relations", *_WIDGETS]
 
 
 def load_ipython_extension(ipython):
