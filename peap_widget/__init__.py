@@ -22,6 +22,8 @@ from .head_functions import (HeadFunctions, Relation, RelationError, head_functi
                              head_functions_figure, relations)
 from .model import Model, load_model
 from .paper_data import load_peap_paper
+from .quality import (Completeness, RocCurve, completeness, minimality, overlap, roc_curve,
+                      roc_curves, truth_mask)
 from .remote import RemoteError
 from .result import AttributionResult
 from .schema import Schema
@@ -55,7 +57,9 @@ __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "Eval
            "UnsupportedArchitectureError", "RemoteError", "suggest", "LLMSuggester",
            "propose_schema", "OpenAIBackend", "TransformersBackend", "RuleError", "RuleTagger",
            "SaliencySuggester", "TokenSaliency", "token_saliency", "load_peap_paper", "HeadFunctions", "Relation", "RelationError",
-           "head_functions", "head_functions_figure", "relations", *_WIDGETS]
+           "head_functions", "head_functions_figure", "relations", "Completeness", "RocCurve",
+           "completeness", "minimality", "overlap", "roc_curve", "roc_curves", "truth_mask",
+           *_WIDGETS]
 
 
 def load_ipython_extension(ipython):

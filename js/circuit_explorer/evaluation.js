@@ -54,3 +54,40 @@ export function evaluationClient({ send, current, timeoutMs = 120000, now = () =
   };
   return c;
 }
+
+// --- circuit quality on demand (completeness, minimality) ---------------------------------------
+
+/**
+ * What the quality box may show for the `quality` trait `q` and the selection shown now:
+ * "none" (never computed), "running" (for the shown selection, with progress), "current"
+ * (numbers for the shown selection), "error", or "pending" (the numbers are for another
+ * circuit: they are not shown).
+ */
+export function qualityState(q, current) {
+  if (!q || q.selection == null) return "none";
+  if (!sameSelection(q.selection, current)) return "pending";
+  if (q.error) return "error";
+  if (q.running) return "running";
+  return q.completeness && q.minimality ? "current" : "none";
+}
+
+const num = (v, digits = 3) => (v == null || Number.isNaN(v) ? "–"
+  : Math.abs(v) !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e5) ? Number(v).toExponential(2)
+    : Number(v).toFixed(digits));
+
+/** The rows [label, text, raw value, field] of current quality numbers. */
+export function qualityRows(q) {
+  const c = q.completeness, m = q.minimality;
+  return [
+    ["completeness gap (worst)", num(c.worst_gap), c.worst_gap, "worst_gap"],
+    ["completeness gap (mean)", num(c.mean_gap), c.mean_gap, "mean_gap"],
+    ["node subsets K", `${c.n_samples} (seed ${c.seed})`, c.n_samples, "n_samples"],
+    ["edges below threshold", `${m.n_below} of ${m.n_edges} (|Δ| < ${num(m.threshold)})`, m.n_below, "n_below"],
+    ["smallest |contribution|", num(m.min_contribution), m.min_contribution, "min_contribution"],
+  ];
+}
+
+/** "computing… 12 of 40 circuits" for a running quality request. */
+export function qualityProgress(q) {
+  return q?.total ? `computing… ${q.done ?? 0} of ${q.total} circuits` : "computing…";
+}

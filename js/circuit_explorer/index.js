@@ -19,7 +19,7 @@ import {
   labelMarkup, drawCanvas, edgeAlpha,
 } from "./draw.js";
 import { SLIDER_STEPS, sliderToEdges, edgesToSlider, thresholdForSize, sizeNote } from "./size.js";
-import { evaluationClient } from "./evaluation.js";
+import { evaluationClient, qualityState, qualityRows, qualityProgress } from "./evaluation.js";
 import { placeTip } from "./tip.js";
 import { hitTest } from "./hit.js";
 import { firstNodeOf, neighbourOf, nodeEdgesOf } from "./keyboard.js";
@@ -78,6 +78,12 @@ function render({ model, el }) {
   const fullBtn = h("button", { "data-role": "evaluate-full", hidden: true, type: "button",
     title: "evaluate this circuit on every example (slower)" }, "Evaluate on all prompts");
   const note = h("div", { class: "pe-note", "data-role": "note" });
+  const qualityBtn = h("button", { "data-role": "quality-button", type: "button",
+    title: "completeness (random node subsets knocked out of circuit and model) and minimality (each edge's own contribution) of the circuit shown, on every prompt" },
+  "Completeness & minimality");
+  const qualityWhich = h("div", { class: "pe-which", "data-role": "quality-which" });
+  const qualityBox = h("dl", { class: "pe-eval pe-quality", "data-role": "quality" });
+  const qualityPanel = h("div", { class: "pe-quality-panel", "data-role": "quality-panel" }, qualityBtn, qualityWhich, qualityBox);
   const chartBox = h("div", { "data-role": "curves" });
   const dashLine = (dash) => h("svg", { width: 22, height: 6, "aria-hidden": "true" },
     `<line x1="0" y1="3" x2="22" y2="3" stroke="#4b5563" stroke-width="2" stroke-dasharray="${dash}"/>`);
@@ -88,7 +94,7 @@ function render({ model, el }) {
     h("span", {}, dashLine("3 2 1 2"), "crossing v"),
     h("span", {}, h("i", { style: { borderColor: GHOST, borderTopStyle: "dotted" } }), "pruned (click to restore)"),
     h("span", {}, "faint: weaker edges at large sizes; hover a node to see its own edges"));
-  const side = h("div", { class: "pe-side" }, status, which, evalBox, fullBtn, note, chartBox, legend);
+  const side = h("div", { class: "pe-side" }, status, which, evalBox, fullBtn, note, qualityPanel, chartBox, legend);
   const root = h("div", { class: "pe-root", tabindex: -1, "data-lm-suppress-shortcuts": "true" },
     bar, capNote, h("div", { class: "pe-main" }, diagram, side));
   el.append(root);
@@ -149,6 +155,37 @@ function render({ model, el }) {
     if (asked) started_();
     else if (!client.inFlight) { clearInterval(tick); clearTimeout(expireTimer); }
     showEvaluation();
+  }
+
+  // --- completeness and minimality on demand: numbers only for the circuit shown ------------
+  function requestQuality() {
+    if (!live) return;
+    model.send({ type: "quality", selection: sel(), n_samples: 10, seed: 0 });
+    model.set("quality", { selection: sel(), running: true, done: 0, total: null });
+    showQuality();
+  }
+  function showQuality() {
+    const q = model.get("quality") ?? {};
+    const state = waiting ? "pending" : qualityState(q, sel());
+    qualityPanel.hidden = !live && state !== "current";
+    qualityBtn.disabled = !live || state === "running";
+    qualityBox.replaceChildren();
+    qualityBox.dataset.fresh = String(state === "current");
+    qualityWhich.dataset.state = state === "current" ? "current" : state === "none" ? "" : "pending";
+    qualityWhich.textContent = state === "none" ? "completeness and minimality: not computed for this circuit"
+      : state === "running" ? `${qualityProgress(q)} (${count(q.n_edges ?? size.edges)} edges)`
+      : state === "error" ? `quality failed: ${q.error}`
+      : state === "pending" ? `pending: the last numbers were for another circuit (${count(q.n_edges ?? 0)} edges); press the button for the one shown`
+      : `completeness and minimality of the circuit shown: ${count(q.n_edges)} edges, on ${q.examples ?? "all"} prompts, ${fmt(q.seconds, 1)} s · current`;
+    if (state !== "current") return;
+    for (const [k, v, raw, field] of qualityRows(q)) {
+      qualityBox.append(h("dt", {}, k), h("dd", { "data-field": field, ...(raw != null ? { "data-value": String(raw) } : {}) }, v));
+    }
+    const weak = q.minimality.weakest ?? [];
+    if (weak.length) {
+      qualityBox.append(h("dt", {}, "weakest edges"), h("dd", { class: "pe-weakest", "data-field": "weakest" },
+        weak.map(([name, c]) => h("div", { title: `F(C) - F(C without it) = ${c}` }, `${name}: ${fmt(c, 3)}`))));
+    }
   }
 
   function showEvaluation() {
@@ -466,6 +503,13 @@ function render({ model, el }) {
         html += `<div><span class="pe-muted">attends from ${esc(d.info.spans[d.nodeSpan[n]])} to:</span> ${top.map(([w, s]) => `${esc(d.info.spans[s])} ${(100 * w).toFixed(0)}%`).join(", ")}</div>`;
       }
     }
+    const hf = model.get("head_functions") ?? {};
+    const scores = hf.heads?.[name.split("@")[0]];
+    if (scores && d.nodeType[n] === NODE.HEAD) {
+      const rows = (hf.relations ?? []).map((r, k) => [r, scores[k]]).filter(([, v]) => v != null)
+        .sort((a, b) => b[1] - a[1]);
+      html += `<div class="pe-functions" data-role="head-functions"><span class="pe-muted">function scores:</span> ${rows.map(([r, v]) => `${esc(r)} <b>${fmt(v, 2)}</b>`).join(", ")}</div>`;
+    }
     const removed = (sel().removed_nodes ?? []).includes(n);
     html += `<div class="pe-muted">${removed ? "pruned: click to restore" : active[n] ? "click to prune this node" : "not in the circuit"}</div>`;
     return html;
@@ -708,16 +752,19 @@ function render({ model, el }) {
     [mode, "change", onMode], [collapse, "change", () => { draw(); view.fit(pos.width, pos.height); }],
     [undoBtn, "click", undo], [resetBtn, "click", () => edit({ ...sel(), added: [], removed: [], removed_nodes: [] })],
     [fullBtn, "click", () => requestEvaluation(true)],
+    [qualityBtn, "click", requestQuality],
     [search, "input", onSearch], [root, "keydown", onKey],
     [exportSvg, "click", onExportSvg], [exportPng, "click", onExportPng], [exportJson, "click", onExportJson],
   ];
   for (const [target, type, fn] of listeners) target.addEventListener(type, fn);
-  const stopSel = onChange(model, ["selection", "history"], () => { draw(); showEvaluation(); });
+  const stopSel = onChange(model, ["selection", "history"], () => { draw(); showEvaluation(); showQuality(); });
+  const stopQuality = onChange(model, ["quality"], showQuality);
   const stopEval = onChange(model, ["evaluation"], onEvaluation);
   model.on("msg:custom", onCustom);
 
   draw();
   onEvaluation();
+  showQuality();
   el.dataset.renderMs = (performance.now() - started).toFixed(2);
   el.explorer = { data: d, rows: () => rows, edit, undo, svgDocument, json: () => circuitJSON(d, rows),
     waiting: () => waiting, selection: sel, view, pos: () => pos, highlight: setFocus,
@@ -728,7 +775,7 @@ function render({ model, el }) {
 
   return () => {
     for (const [target, type, fn] of listeners) target.removeEventListener(type, fn);
-    stopSel(); stopEval();
+    stopSel(); stopEval(); stopQuality();
     model.off("msg:custom", onCustom);
     if (fetching) clearTimeout(fetching.timer);
     chart?.destroy();

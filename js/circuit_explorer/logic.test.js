@@ -329,3 +329,32 @@ describe("keyboard navigation", () => {
     expect(pos.height).toBeLessThan(layoutNodes(d).height);
   });
 });
+
+import { qualityState, qualityRows, qualityProgress } from "./evaluation.js";
+
+describe("quality box", () => {
+  const a = { mode: "edges", n_edges: 10, added: [], removed: [], removed_nodes: [], prune: true, threshold: 0 };
+  const b = { ...a, n_edges: 11 };
+  const done = { selection: a, running: false, n_edges: 10,
+    completeness: { worst_gap: 0.5, mean_gap: 0.25, n_samples: 10, n_nodes: 4, seed: 0 },
+    minimality: { n_edges: 10, n_below: 2, threshold: 0.18, min_contribution: 0.0001, weakest: [] } };
+
+  it("shows numbers only for the selection shown", () => {
+    expect(qualityState(null, a)).toBe("none");
+    expect(qualityState(done, a)).toBe("current");
+    expect(qualityState(done, b)).toBe("pending");
+    expect(qualityState({ ...done, selection: { ...a, threshold: 3 } }, { ...a, threshold: 7 })).toBe("current"); // threshold unused in edges mode
+    expect(qualityState({ selection: a, running: true, done: 3, total: 20 }, a)).toBe("running");
+    expect(qualityState({ selection: a, running: false, error: "boom" }, a)).toBe("error");
+    expect(qualityState({ selection: a, running: true }, b)).toBe("pending");
+  });
+
+  it("formats the rows and the progress", () => {
+    const rows = qualityRows(done);
+    expect(rows.map((r) => r[3])).toEqual(["worst_gap", "mean_gap", "n_samples", "n_below", "min_contribution"]);
+    expect(rows[0][1]).toBe("0.500");
+    expect(rows[3][1]).toBe("2 of 10 (|Δ| < 0.180)");
+    expect(rows[4][1]).toBe("1.00e-4");
+    expect(qualityProgress({ done: 3, total: 20 })).toBe("computing… 3 of 20 circuits");
+  });
+});

@@ -256,3 +256,49 @@ export function legendLayout(widths, maxWidth, gap = 18) {
   }
   return out;
 }
+
+// --- ROC curves (the "ROC" view) -------------------------------------------------------------------
+
+/** "PEAP · AUROC 0.987" (AUROC to 3 decimals; "–" when unknown). */
+export function rocLabel(name, auroc) {
+  return `${name} · AUROC ${isNum(auroc) ? auroc.toFixed(3) : "–"}`;
+}
+
+/** Trapezoid area under [[fpr, tpr], ...] sorted by fpr (what a thinned curve still encloses;
+ * the trait's `auroc` is computed exactly in Python). */
+export function rocArea(points) {
+  let a = 0;
+  for (let k = 1; k < (points?.length ?? 0); k++) {
+    a += (points[k][0] - points[k - 1][0]) * (points[k][1] + points[k - 1][1]) / 2;
+  }
+  return a;
+}
+
+/**
+ * The drawable ROC series: [{name, index, color, shape, auroc, label, points: [{x, y}]}] with
+ * points clamped to [0, 1], non-numbers dropped, sorted by (fpr, tpr), and (0, 0) / (1, 1)
+ * added when missing (every ROC curve runs between them).
+ */
+export function rocProject(roc) {
+  return (roc ?? []).map((s, index) => {
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    const pts = (s.points ?? []).filter((p) => Array.isArray(p) && isNum(p[0]) && isNum(p[1]))
+      .map(([x, y]) => ({ x: clamp(x), y: clamp(y) }))
+      .sort((a, b) => a.x - b.x || a.y - b.y);
+    if (!pts.length || pts[0].x !== 0 || pts[0].y !== 0) pts.unshift({ x: 0, y: 0 });
+    const last = pts[pts.length - 1];
+    if (last.x !== 1 || last.y !== 1) pts.push({ x: 1, y: 1 });
+    const name = String(s.name ?? `method ${index + 1}`);
+    const auroc = isNum(s.auroc) ? s.auroc : null;
+    return { name, index, color: PALETTE[index % PALETTE.length], shape: SHAPES[index % SHAPES.length],
+      auroc, label: rocLabel(name, auroc), points: pts, n_pos: s.n_pos ?? null, n_neg: s.n_neg ?? null };
+  });
+}
+
+/** The point of a projected curve at false positive rate `x` (the highest tpr there; a step
+ * curve's vertical run counts at its top), for the hover read-out. */
+export function rocAt(points, x) {
+  let best = null;
+  for (const p of points) if (p.x <= x + 1e-12 && (!best || p.x > best.x || (p.x === best.x && p.y > best.y))) best = p;
+  return best;
+}

@@ -211,3 +211,47 @@ describe("hover and drawing helpers", () => {
     expect(X_AXES.n_real_edges.log).toBe(true);
   });
 });
+
+import { rocLabel, rocArea, rocProject, rocAt } from "./logic.js";
+import { views } from "./index.js";
+
+describe("ROC view", () => {
+  it("labels carry the AUROC to three decimals", () => {
+    expect(rocLabel("PEAP", 0.98765)).toBe("PEAP · AUROC 0.988");
+    expect(rocLabel("EAP", null)).toBe("EAP · AUROC –");
+  });
+
+  it("areas: perfect 1, reversed 0, diagonal 1/2", () => {
+    expect(rocArea([[0, 0], [0, 1], [1, 1]])).toBe(1);
+    expect(rocArea([[0, 0], [1, 0], [1, 1]])).toBe(0);
+    expect(rocArea([[0, 0], [1, 1]])).toBe(0.5);
+    expect(rocArea([])).toBe(0);
+  });
+
+  it("projects: sorted, clamped, ends added, junk dropped, one colour per method", () => {
+    const [a, b] = rocProject([
+      { name: "A", auroc: 0.875, points: [[0.5, 1], [0, 0.5], [null, 1], [1.2, 1]] },
+      { name: "B", points: [] },
+    ]);
+    expect(a.points).toEqual([{ x: 0, y: 0 }, { x: 0, y: 0.5 }, { x: 0.5, y: 1 }, { x: 1, y: 1 }]);
+    expect(rocArea(a.points.map((p) => [p.x, p.y]))).toBe(0.875);
+    expect(a.label).toBe("A · AUROC 0.875");
+    expect(b.points).toEqual([{ x: 0, y: 0 }, { x: 1, y: 1 }]);
+    expect(b.auroc).toBe(null);
+    expect(a.color).not.toBe(b.color);
+  });
+
+  it("reads the curve at a false positive rate (top of a vertical run)", () => {
+    const pts = [{ x: 0, y: 0 }, { x: 0, y: 0.5 }, { x: 0.5, y: 1 }, { x: 1, y: 1 }];
+    expect(rocAt(pts, 0)).toEqual({ x: 0, y: 0.5 });
+    expect(rocAt(pts, 0.7)).toEqual({ x: 0.5, y: 1 });
+  });
+
+  it("offers the views that have data and shows the chosen one", () => {
+    const s = [{ name: "PEAP", points: [] }], r = [{ name: "PEAP", auroc: 1, points: [] }];
+    expect(views(s, [], "roc")).toEqual({ offered: ["faithfulness"], shown: "faithfulness" });
+    expect(views([], r, "faithfulness")).toEqual({ offered: ["roc"], shown: "roc" });
+    expect(views(s, r, "roc")).toEqual({ offered: ["faithfulness", "roc"], shown: "roc" });
+    expect(views([], [], "roc")).toEqual({ offered: ["faithfulness"], shown: "faithfulness" });
+  });
+});

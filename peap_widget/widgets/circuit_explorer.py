@@ -37,6 +37,18 @@ new a, and the per-row arrays of the new units' rows) has arrived; answers are a
 ``chunk_units`` units, so a large step comes in several. Every request says what the page holds
 (a, b), so the kernel keeps no state per page. Pages without a kernel (``to_html``) hold what was
 shipped (plus what the saved circuit needs) and cap their size control there.
+
+Circuit quality on demand: the side panel's "Completeness & minimality" button sends
+``{"type": "quality", "selection", "n_samples", "seed"}``; the kernel computes
+`pw.completeness` and `pw.minimality` of exactly that selection through the explorer's
+`Evaluator` (all examples) and answers in the ``quality`` trait ``{selection, running, done,
+total, completeness: {...}, minimality: {...}, seconds, error}`` (progress while it runs). The
+page shows the numbers only while the selection they answer is the one shown, else "pending".
+
+Head functions: ``head_functions=`` (or `CircuitExplorer.show_head_functions`) takes a DataFrame
+indexed by head (``"a1.h0"``) with one numeric column per relation (`pw.head_functions`); the
+hover card of a head lists its scores (trait ``head_functions``: ``{"relations": [...],
+"heads": {"a1.h0": [score, ...]}}``).
 """
 
 from __future__ import annotations
@@ -328,12 +340,15 @@ class CircuitExplorer(PeapWidget):
     history = t.List().tag(sync=True)         # earlier selections (undo), newest last
     evaluation = t.Dict().tag(sync=True)      # {version, faithfulness, soft, hard, kl, metric, ...}
     status = t.Unicode("").tag(sync=True)
+    quality = t.Dict().tag(sync=True)         # {selection, running, done, total, completeness, minimality, ...}
+    head_functions = t.Dict().tag(sync=True)  # {relations: [...], heads: {"a1.h0": [score per relation]}}
 
     def __init__(self, result, model=None, dataset=None, n_edges: int | None = None,
                  merge_qkv: bool = True, curves=None, curve_sizes=None, head_details: bool = True,
                  evaluator: Evaluator | None = None, max_units: int = MAX_UNITS,
                  chunk_units: int = CHUNK_UNITS, max_page_units: int = MAX_PAGE_UNITS,
-                 sample_size: int = 32, sample_after: float | None = 1.0, **kwargs):
+                 sample_size: int = 32, sample_after: float | None = 1.0, head_functions=None,
+                 **kwargs):
         if (model is None) != (dataset is None):
             raise PeapError("give both model and dataset (to re-evaluate edits) or neither")
         self.result, self.model, self.dataset = result, model, dataset
@@ -388,6 +403,8 @@ class CircuitExplorer(PeapWidget):
                 if len(hit):
                     n_edges = int(hit["requested"].min())
         self.selection = default_selection(min(int(n_edges), ship.n_order))
+        if head_functions is not None:
+            self.show_head_functions(head_functions)
         self.on_msg(self._on_message)
         if self._evaluator is not None:
             self.evaluate()
@@ -546,9 +563,91 @@ class CircuitExplorer(PeapWidget):
             "examples": examples if examples is not None else total, "total_examples": total,
         }
 
+    # --- circuit quality and head functions -----------------------------------------------------
+
+    def compute_quality(self, selection: dict | None = None, n_samples: int = 10, seed: int = 0,
+                        threshold: float | None = None) -> dict:
+        """Completeness (`pw.completeness`, ``n_samples`` random node subsets with ``seed``) and
+        minimality (`pw.minimality`) of ``selection`` (default: the circuit shown), through the
+        explorer's `Evaluator` on every example; the answer goes to the page (``quality``
+        trait, with the selection it is for) and is returned.
+
+        Example:
+            >>> explorer.compute_quality()["completeness"]["worst_gap"]     # doctest: +SKIP
+        """
+        from ..quality import completeness, minimality
+
+        if self._evaluator is None:
+            raise PeapError("this explorer has no model and dataset to evaluate with")
+        sel = dict(self.selection) if selection is None else {**default_selection(), **selection}
+        circ = self._circuit_of(sel)
+        n_units = circ.n_edges
+        total = 2 + 2 * int(n_samples) + 1 + n_units
+        started = time.perf_counter()
+        base = {"selection": sel, "n_edges": circ.n_edges, "running": True, "total": total}
+        self.quality = {**base, "done": 0}
+        done = [0]
+
+        def tick(offset):
+            def report(d, _t):
+                done[0] = offset + d
+                self.quality = {**base, "done": done[0]}
+            return report
+
+        try:
+            comp = completeness(self._evaluator, circ, n_samples=n_samples, seed=seed,
+                                progress=tick(0))
+            mini = minimality(self._evaluator, circ, threshold=threshold,
+                              progress=tick(2 + 2 * int(n_samples)))
+        except Exception as e:
+            self.quality = {"selection": sel, "n_edges": circ.n_edges, "running": False,
+                            "error": f"{type(e).__name__}: {e}"}
+            raise
+        weakest = mini.iloc[np.argsort(mini["contribution"].abs().to_numpy(), kind="stable")[:3]]
+        names = [f"{r.src}@{r.src_span} → {r.dst}@{r.dst_span}"
+                 + ("" if r.kind == "resid" else f" ({r.kind})") for r in weakest.itertuples()]
+        self.quality = {
+            "selection": sel, "n_edges": circ.n_edges, "running": False, "done": total,
+            "total": total, "seconds": round(time.perf_counter() - started, 3),
+            "examples": len(self._evaluator.ds),
+            "completeness": {"worst_gap": json_number(comp.worst_gap),
+                             "mean_gap": json_number(comp.mean_gap),
+                             "f_circuit": json_number(comp.f_circuit),
+                             "f_model": json_number(comp.f_model),
+                             "n_samples": len(comp.samples), "seed": int(seed),
+                             "n_nodes": len(comp.nodes),
+                             "worst_nodes": list(comp.worst_nodes)},
+            "minimality": {"n_edges": len(mini), "n_below": int(mini["below"].sum()),
+                           "threshold": json_number(mini.attrs["threshold"]),
+                           "min_contribution": json_number(mini["contribution"].abs().min())
+                           if len(mini) else None,
+                           "weakest": [[n, json_number(c)] for n, c in
+                                       zip(names, weakest["contribution"])]},
+        }
+        return self.quality
+
+    def show_head_functions(self, df):
+        """Show per-head function scores in the hover cards: a DataFrame indexed by head name
+        (``"a1.h0"``), one numeric column per relation (e.g. from `pw.head_functions`; other
+        columns are left out). Returns self.
+
+        Example:
+            >>> explorer.show_head_functions(pw.head_functions(model, relations=rels))  # doctest: +SKIP
+        """
+        self.head_functions = head_function_table(df, self.result.space.graph.head_names)
+        return self
+
     def _on_message(self, _widget, content, _buffers):
         if isinstance(content, dict) and content.get("type") == "more":
             self._send_more(content)
+        if isinstance(content, dict) and content.get("type") == "quality" and self._evaluator:
+            sel = content.get("selection")
+            try:
+                self.compute_quality(sel if isinstance(sel, dict) else None,
+                                     n_samples=int(content.get("n_samples") or 10),
+                                     seed=int(content.get("seed") or 0))
+            except Exception:  # shown in the widget (quality.error); the kernel keeps going
+                pass
         if isinstance(content, dict) and content.get("type") == "evaluate" and self._evaluator:
             sel = content.get("selection")
             try:
@@ -601,6 +700,26 @@ class CircuitExplorer(PeapWidget):
         if (a, b) == (sh["order"], sh["top"]) and not extra:
             return {}
         return ship.payload(a, b, extra)
+
+
+def head_function_table(df, heads) -> dict:
+    """The ``head_functions`` trait from a DataFrame (index: head names, numeric columns:
+    relations). Heads not in the model are refused, naming them."""
+    if not (hasattr(df, "index") and hasattr(df, "columns")):
+        raise PeapError("head_functions takes a DataFrame indexed by head name ('a1.h0') with "
+                        f"one column per relation; got {type(df).__name__}")
+    num = df.select_dtypes("number")
+    if num.shape[1] == 0:
+        raise PeapError("head_functions: the DataFrame has no numeric (relation score) columns; "
+                        f"columns: {list(df.columns)}")
+    names = [str(i) for i in num.index]
+    unknown = [n for n in names if n not in set(heads)]
+    if unknown:
+        raise PeapError(f"head_functions: index entries {unknown[:3]} are not heads of this "
+                        f"model (heads look like {heads[:2]})")
+    return {"relations": [str(c) for c in num.columns],
+            "heads": {n: [json_number(v) for v in row]
+                      for n, row in zip(names, num.to_numpy(dtype=float).tolist())}}
 
 
 def _mean_lengths(result):

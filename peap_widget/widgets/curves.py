@@ -11,6 +11,13 @@ Example:
     >>> circ = peap.circuit(n_edges=40)                                       # doctest: +SKIP
     >>> w.set_current(circ, pw.evaluate(model, ds, circ))                     # doctest: +SKIP
     >>> w.to_html("curves.html")                 # an offline page            # doctest: +SKIP
+
+ROC view (a second tab): ROC curves of several methods' edge rankings against a known circuit,
+AUROC in the legend:
+
+    >>> truth = gt.true_edge_mask(peap.edges)                                 # doctest: +SKIP
+    >>> pw.FaithfulnessCurves.roc({"PEAP": peap, "EAP-IG": ig}, truth)       # doctest: +SKIP
+    >>> pw.FaithfulnessCurves(curve, roc=pw.roc_curves([peap], truth))        # both views  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ MEASURES = ("faithfulness", "soft", "hard", "kl")
 #: x axes: fraction of edges, edges, real per-example edges, fraction of real edges (log scales),
 #: and the fraction of edges on a linear scale (MIB's area axis).
 X_AXES = ("fraction", "n_edges", "n_real_edges", "real_fraction", "fraction_linear")
+#: the widget's views: faithfulness against size, ROC curves against a known circuit.
+VIEWS = ("faithfulness", "roc")
 #: the values of one point (and of ``current`` next to its ``label``).
 POINT_KEYS = ("n_edges", "fraction", "n_real_edges", "real_fraction", "faithfulness", "soft",
               "hard", "kl")
@@ -118,6 +127,30 @@ def _dedupe(series: list[dict]) -> list[dict]:
     return out
 
 
+def roc_series(roc, max_points: int = 400) -> list[dict]:
+    """The widget's ``roc_series`` trait from a `pw.RocCurve`, a list of them or ``{name:
+    RocCurve}``: ``[{name, auroc, n_pos, n_neg, points: [[fpr, tpr], ...]}]`` (points thinned to
+    about ``max_points`` per curve; the AUROC is the exact one)."""
+    from ..quality import RocCurve
+
+    if roc is None:
+        return []
+    if isinstance(roc, RocCurve):
+        return [roc.to_json(max_points)]
+    if isinstance(roc, Mapping):
+        out = []
+        for name, c in roc.items():
+            if not isinstance(c, RocCurve):
+                raise PeapError(f"roc[{name!r}] is a {type(c).__name__}, not a pw.RocCurve; "
+                                "build them with pw.roc_curves(results, truth)")
+            out.append({**c.to_json(max_points), "name": str(name)})
+        return _dedupe(out)
+    if isinstance(roc, (list, tuple)):
+        return _dedupe([s for c in roc for s in roc_series(c, max_points)])
+    raise PeapError("roc= takes a pw.RocCurve, a list of them or {name: RocCurve} (see "
+                    f"pw.roc_curves); got {type(roc).__name__}")
+
+
 def current_point(circuit=None, result=None, label: str | None = None) -> dict:
     """The ``current`` trait for a `Circuit` and its `EvalResult` (either may be None: sizes come
     from the circuit, else from the result; measures from the result)."""
@@ -156,9 +189,16 @@ class FaithfulnessCurves(PeapWidget):
             the chart says how many), or ``"fraction_linear"``.
         title: a title drawn above the chart (and in its exports).
 
+        roc: ROC curves for the ROC view: a `pw.RocCurve`, a list of them or ``{name:
+            RocCurve}`` (`pw.roc_curves(results, truth)`); `FaithfulnessCurves.roc` builds the
+            widget straight from results and a known circuit.
+        view: ``"faithfulness"`` or ``"roc"`` (shown as tabs when both have data).
+
     Traits (synced): ``series`` ([{name, points: [{n_edges, fraction, n_real_edges,
     real_fraction, faithfulness, soft, hard, kl}]}], NaN as None), ``current``, ``measure``,
-    ``x``, ``title``, ``refusal``, ``warning``. The chart's measure and axis switches write ``measure`` and ``x``.
+    ``x``, ``title``, ``refusal``, ``warning``, ``view``, ``roc_series`` ([{name, auroc, n_pos,
+    n_neg, points: [[fpr, tpr], ...]}]). The chart's measure and axis switches write
+    ``measure`` and ``x``, its tabs ``view``.
 
     Example:
         >>> curve = pw.faithfulness_curve(model, ds, {"PEAP": peap, "EAP": eap})   # doctest: +SKIP
@@ -179,14 +219,48 @@ class FaithfulnessCurves(PeapWidget):
     title = t.Unicode("").tag(sync=True)
     refusal = t.Unicode("").tag(sync=True)
     warning = t.Unicode("").tag(sync=True)
+    view = t.Unicode("faithfulness").tag(sync=True)
+    roc_series = t.List(t.Dict()).tag(sync=True)
 
     def __init__(self, curves=None, current=None, measure: str = "faithfulness",
-                 x: str = "fraction", title: str = "", **kwargs):
+                 x: str = "fraction", title: str = "", roc=None, view: str | None = None,
+                 **kwargs):
         notes = _notes(curves)
         kwargs.setdefault("refusal", notes["refusal"])
         kwargs.setdefault("warning", notes["warning"])
+        rocs = roc_series(roc)
+        if view is None:
+            view = "roc" if rocs and curves is None else "faithfulness"
         super().__init__(series=curve_series(curves), current=current, measure=measure, x=x,
-                         title=title, **kwargs)
+                         title=title, roc_series=rocs, view=view, **kwargs)
+
+    @classmethod
+    def roc(cls, results, truth, absolute: bool = True, title: str = "", curves=None,
+            **kwargs) -> "FaithfulnessCurves":
+        """A widget showing the ROC curves of ``results`` against ``truth`` (the ROC view;
+        ``curves`` adds the faithfulness view). ``results``: ``{name: result}``, a list of
+        `AttributionResult` (named by method) or one; ``truth``: a bool mask over the edge
+        table, a `pw.Circuit` or edge keys (see `pw.roc_curve`).
+
+        Example:
+            >>> from peap_widget.models import groundtruth as gt                      # doctest: +SKIP
+            >>> pw.FaithfulnessCurves.roc({"PEAP": peap}, gt.true_edge_mask(peap.edges))  # doctest: +SKIP
+        """
+        from ..quality import roc_curves
+
+        return cls(curves, roc=roc_curves(results, truth, absolute), title=title,
+                   view="roc", **kwargs)
+
+    def add_roc(self, roc):
+        """Add ROC curves (a `pw.RocCurve`, list or ``{name: RocCurve}``). Returns self."""
+        self.roc_series = _dedupe(list(self.roc_series) + roc_series(roc))
+        return self
+
+    @t.validate("view")
+    def _check_view(self, proposal):
+        if proposal["value"] not in VIEWS:
+            raise PeapError(f"view must be one of {VIEWS}, got {proposal['value']!r}")
+        return proposal["value"]
 
     @t.validate("measure")
     def _check_measure(self, proposal):
@@ -251,4 +325,5 @@ class FaithfulnessCurves(PeapWidget):
 
     def __repr__(self) -> str:
         names = [s["name"] for s in self.series]
-        return f"FaithfulnessCurves({names}, measure={self.measure!r}, x={self.x!r})"
+        roc = f", roc={[s['name'] for s in self.roc_series]}" if self.roc_series else ""
+        return f"FaithfulnessCurves({names}, measure={self.measure!r}, x={self.x!r}{roc})"
