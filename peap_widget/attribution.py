@@ -20,13 +20,16 @@ from . import remote
 from .ablation import SourceValues, ablation_sources, head_deltas
 from .data import Batch, Dataset
 from .errors import NonFiniteError, PeapError
+from .arch.base import module_at
+from .integrated import MODES as IG_MODES, Path, average_blocks, interpolate
 from .memory import auto_batch_size, chunk_bytes, is_out_of_memory
 from .metrics import last_token_logits, resolve_metric
 from .model import model_lock
 from .result import AttributionResult
 from .scores import AGGREGATIONS, aggregate_pairs, aggregate_positions, crossing_values
 
-METHODS = ("peap", "eap")
+METHODS = ("peap", "eap", "eap-ig", "peap-ig", "eap-ig-activations")
+POSITIONAL = ("peap", "peap-ig")
 EAP_SPAN = "all"
 
 
@@ -63,14 +66,19 @@ def frozen_parameters(module: torch.nn.Module):
 def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
               aggregation: str = "sum", metric="logit_diff", batch_size: int | str | None = "auto",
               reference: Dataset | None = None, progress=True,
-              batches_per_request: int = 1) -> AttributionResult:
+              batches_per_request: int = 1, steps: int = 5) -> AttributionResult:
     """Score every edge of the graph on ``ds``.
 
     Args:
         model: from `load_model`.
         ds: a `Dataset` tokenized for this model.
-        method: ``"peap"`` (positional: residual edges per span plus crossing q/k/v edges) or
-            ``"eap"`` (residual edges over one span ``"all"`` covering the prompt).
+        method: ``"peap"`` (positional: residual edges per span plus crossing q/k/v edges),
+            ``"eap"`` (residual edges over one span ``"all"`` covering the prompt), or their
+            integrated-gradients forms (`peap_widget.integrated`): ``"eap-ig"`` (MIB's
+            EAP-IG-inputs: gradients averaged over ``steps`` points on the line from the
+            ablated to the clean input embeddings), ``"peap-ig"`` (the same per span, crossing
+            edges from the closed forms with the path-averaged head-output gradient) and
+            ``"eap-ig-activations"`` (each node group's output interpolated in turn).
         ablation: ``"counterfactual"`` (each example's corrupted prompt), ``"mean"`` (per span
             type over ``reference``, default ``ds``) or ``"zero"``.
         aggregation: within a span, ``"sum"`` (PEAP's Eq. 8), ``"mean"`` (sum over the number
@@ -88,6 +96,10 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
         batches_per_request: for a remote model (``load_model(..., remote=True)``), how many
             batches one NDIF request runs; their aggregates are summed there, so the tables
             come back once per request (fewer requests and bytes, longer requests).
+        steps: points on the integration path of the ``*-ig*`` methods (alpha = k / steps,
+            k = 1..steps; ``steps=1`` is EAP / PEAP exactly). One trace holds all points of a
+            batch: ``steps`` rows per example (``eap-ig-activations``: ``steps * (2 L + 1)``),
+            so ``"auto"`` sizes batches that much smaller. Ignored by ``"peap"``/``"eap"``.
 
     Returns:
         `AttributionResult`; ``res.edges`` is the edge table.
@@ -109,9 +121,16 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     group = batches_per_request if model.remote else 1
     if aggregation not in AGGREGATIONS:
         raise PeapError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PeapError(f"steps must be a positive integer (points on the integration path), "
+                        f"got {steps!r}")
     metric_name, metric_fn = resolve_metric(metric)
-    positional = method == "peap"
+    positional = method in POSITIONAL
+    path = (Path(IG_MODES[method], steps, model.adapter.config.n_layers)
+            if method in IG_MODES else None)
     size = _batch_size(model, ds, batch_size, positional)
+    if batch_size == "auto" and path is not None:   # every example takes path.blocks rows
+        size = max(1, size // path.blocks)
     source = ablation_sources(model, ds, ablation, size, reference, metric_fn)
     spans = list(ds.schema.spans) if positional else [EAP_SPAN]
     graph, cfg = model.graph, model.adapter.config
@@ -138,7 +157,7 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             try:
                 with model_lock(model):   # one batch's traces never interleave with others'
                     out = remote.run(model, attribute_batches, model, batches, source,
-                                     aggregation, metric_fn, positional)
+                                     aggregation, metric_fn, positional, path)
                 failed = False
             except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
                 if not is_out_of_memory(err) or size == 1:
@@ -181,6 +200,8 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
     settings = {"method": method, "ablation": ablation, "aggregation": aggregation,
                 "metric": metric_name, "batch_size": size,
                 "n_examples": n, "model": model.name}
+    if path is not None:
+        settings["steps"] = steps
     lengths = np.asarray([[e - s for s, e in ex.spans] for ex in ds.examples])
     if not positional:
         lengths = lengths.sum(1, keepdims=True)
@@ -233,9 +254,10 @@ class FiniteChecks:
 
 
 def attribute_batches(model, batches: list[Batch], source, aggregation: str, metric_fn,
-                      positional: bool) -> dict:
+                      positional: bool, path: Path | None = None) -> dict:
     """The job (`peap_widget.remote`) of one or more batches: per batch its ablation source,
-    then the clean run with one backward pass. Returns the batch-summed span aggregates
+    then the clean run with one backward pass (EAP-IG: every point of ``path`` in that run).
+    Returns the batch-summed span aggregates
     (``resid`` [S, edges] over the edge mask, ``cross``), the metrics and the finiteness
     flags. Runs where the model is and reads the weights there; for a remote model only this
     comes back, once per request."""
@@ -243,7 +265,7 @@ def attribute_batches(model, batches: list[Batch], source, aggregation: str, met
     for batch in batches:
         batch = remote.batch_on(batch, model.device)
         src = source(batch)
-        out = _score_batch(model, batch, src, aggregation, metric_fn, positional)
+        out = _score_batch(model, batch, src, aggregation, metric_fn, positional, path)
         out["resid"] = out["resid"][:, torch.as_tensor(model.graph.edge_mask,
                                                        device=out["resid"].device)]
         out["source_metric"] = None if src.metric is None else src.metric.detach()
@@ -258,41 +280,59 @@ def attribute_batches(model, batches: list[Batch], source, aggregation: str, met
 
 
 def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metric_fn,
-                 positional: bool) -> dict:
-    """One clean trace with one backward pass; returns batch-summed span-aggregated scores."""
+                 positional: bool, path: Path | None = None) -> dict:
+    """One clean trace with one backward pass; returns batch-summed span-aggregated scores.
+
+    With an EAP-IG ``path`` the trace runs ``path.blocks`` copies of the batch, one per point
+    (`peap_widget.integrated`); the differences z* - z come from the block that is the clean
+    run, the slot gradients are averaged over the blocks."""
     ad, nn, graph = model.adapter, model.nn, model.graph
-    cfg, dh = ad.config, ad.d_head
+    cfg = ad.config
     L, H, D = cfg.n_layers, cfg.n_heads, cfg.d_model
     B, T = batch.clean_ids.shape
     cd = ad.compute_dtype()
     dev = batch.clean_ids.device
+    R = 1 if path is None else path.blocks
+    clean = slice(0, B) if path is None else slice(path.clean_block * B, (path.clean_block + 1) * B)
+    ids = batch.clean_ids if R == 1 else batch.clean_ids.repeat(R, 1)
     if positional:
         M = batch.span_onehot(cd)                                           # [B, S, T]
     else:
         M = (batch.span_ids >= 0)[:, None, :].to(cd)                        # one span: the prompt
-    S = M.shape[1]
     W_O = [ad.W_O(layer).to(cd) for layer in range(L)]
     itemsize = torch.finfo(cd).bits // 8
-    chunk = max(1, chunk_bytes(dev) // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize))
+    chunk = max(1, chunk_bytes(dev) // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize * R))
     out: dict = {}
-    with nn.trace(batch.clean_ids):
+    with nn.trace(ids):
         inp = ad.read_input(nn)
+        if path is not None:
+            # Interpolate in place (nothing requires grad yet): the block's input is this tensor.
+            shift = _path_shift(path, "input", inp, src.input, B)
+            if shift is not None:
+                inp.sub_(shift)
         inp.requires_grad_(True)
         delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=dev)  # z* - z per node
-        delta[:, :, 0] = src.input.to(cd) - inp.detach().to(cd)
+        delta[:, :, 0] = src.input.to(cd) - inp[clean].detach().to(cd)
         atts, mlps = [], []
         for layer in range(L):
             att = ad.read_attention(nn, layer)
             atts.append(att)
+            if path is not None:
+                _shift_heads(model, nn, path, layer, att.o, src.o[layer], B)
             first = graph.head_node(layer, 0)
-            delta[:, :, first: first + H] = head_deltas(ad, src, layer, att.o.detach().to(cd),
-                                                        W_O[layer])
+            delta[:, :, first: first + H] = head_deltas(ad, src, layer,
+                                                        att.o[clean].detach().to(cd), W_O[layer])
             mlp = ad.read_mlp(nn, layer)
             mlps.append(mlp)
-            delta[:, :, graph.mlp_node(layer)] = src.mlp[layer].to(cd) - mlp.out.detach().to(cd)
+            if path is not None:
+                _shift_mlp(model, nn, path, layer, mlp.out, src.mlp[layer], B)
+            delta[:, :, graph.mlp_node(layer)] = (src.mlp[layer].to(cd)
+                                                  - mlp.out[clean].detach().to(cd))
         fin = ad.read_final(nn)
-        values = metric_fn(last_token_logits(fin.logits.to(dev), batch.lengths), batch.correct,
-                           batch.incorrect)
+        lengths = batch.lengths if R == 1 else batch.lengths.repeat(R)
+        correct = batch.correct if R == 1 else batch.correct.repeat(R)
+        incorrect = batch.incorrect if R == 1 else batch.incorrect.repeat(R)
+        values = metric_fn(last_token_logits(fin.logits.to(dev), lengths), correct, incorrect)
         g_o, g_mlp = [None] * L, [None] * L
         with values.sum().backward():
             g_fin = ad.read_final_grad(fin)
@@ -302,8 +342,9 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
 
         # Everything below runs on saved values; only the aggregates leave the trace.
         resid = _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M,
-                                 aggregation, chunk)
-        cross = _crossing_scores(model, atts, src, g_o, M, aggregation) if positional else None
+                                 aggregation, chunk, R)
+        cross = (_crossing_scores(model, atts, src, g_o, M, aggregation, R, clean)
+                 if positional else None)
         out["checks"] = _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp,
                                     resid, cross)
         # In the compute dtype (float32 for 16- and 32-bit models): that is all the precision
@@ -311,27 +352,60 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
         # over batches are float64.
         out["resid"] = resid
         out["cross"] = cross
-        out["metric"] = values.detach()
+        out["metric"] = values[clean].detach()
     return out
 
 
+def _path_shift(path: Path, group: str, x: torch.Tensor, x_src: torch.Tensor, B: int):
+    """(1 - alpha) (x - x*) per row for ``group``'s value ``x`` [R, T, ...], or None."""
+    factors = path.row_factors(group, B, torch.float64, x.device)
+    if factors is None:
+        return None
+    return x.detach() - interpolate(x.detach(), x_src, factors.to(x.dtype))
+
+
+def _shift_heads(model, nn, path: Path, layer: int, o, o_src, B: int) -> None:
+    """EAP-IG-activations: the heads' outputs of ``layer`` (before the output projection) moved
+    to their point on the path in that group's rows; a constant shift, so gradients still
+    flow through them as in the clean run."""
+    shift = _path_shift(path, f"a{layer}", o, o_src, B)
+    if shift is not None:
+        ad = model.adapter
+        module_at(ad._attn(nn, layer), ad.decl.out_proj).input = o - shift
+
+
+def _shift_mlp(model, nn, path: Path, layer: int, out, out_src, B: int) -> None:
+    """EAP-IG-activations: the MLP node's output moved along the path in its group's rows."""
+    shift = _path_shift(path, f"m{layer}", out, out_src, B)
+    if shift is not None:
+        ad = model.adapter
+        module_at(ad.block(nn, layer), ad.decl.post_mlp_norm or ad.decl.mlp).output = out - shift
+
+
 def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggregation,
-                     chunk) -> torch.Tensor:
+                     chunk, blocks: int = 1) -> torch.Tensor:
     """[S, Nf, Nb] batch-summed residual edge scores: the z* - z differences ``delta`` dotted
-    with each slot's own-input gradient, per position, aggregated per span."""
+    with each slot's own-input gradient (averaged over the ``blocks`` points of an EAP-IG
+    path, each through its own point's norm and attention), per position, aggregated per
+    span."""
     ad, nn, graph = model.adapter, model.nn, model.graph
     H, dh, cd = ad.config.n_heads, ad.d_head, delta.dtype
     B, T = delta.shape[:2]
     S = M.shape[1]
     resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=cd, device=delta.device)
+    row_dev = "cpu"   # row indices on the host index any device's tensors (a split model)
 
     def edges_into(prefix: int, slot_grads) -> torch.Tensor:
         """[S, prefix, K]: batch-summed scores of forward nodes [:prefix] into the K slots
-        whose own-input gradients ``slot_grads(chunk_slice)`` gives, chunk by chunk."""
+        whose own-input gradients ``slot_grads(rows)`` gives, chunk by chunk."""
         total = None
         for lo in range(0, B, chunk):
             sl = slice(lo, lo + chunk)
-            G = slot_grads(sl).to(delta.device)   # [b, T, K, D] (a split model: gathered)
+            examples = torch.arange(lo, min(B, lo + chunk), device=row_dev)
+            rows = (sl if blocks == 1 else
+                    (torch.arange(blocks, device=row_dev)[:, None] * B + examples).reshape(-1))
+            # [b, T, K, D] (a split model: gathered), averaged over the path's points
+            G = average_blocks(slot_grads(rows).to(delta.device), blocks)
             P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
             part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
             total = part if total is None else total + part
@@ -359,11 +433,14 @@ def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggreg
     return resid
 
 
-def _crossing_scores(model, atts, src, g_o, M, aggregation) -> torch.Tensor:
+def _crossing_scores(model, atts, src, g_o, M, aggregation, blocks: int = 1,
+                     clean: slice = slice(None)) -> torch.Tensor:
     """[3, L, H, S, S] batch-summed crossing edge scores from the closed forms.
 
     In the compute dtype: the closed forms are written without cancellation
-    (scores.leave_one_out), so saturated heads need no float64."""
+    (scores.leave_one_out), so saturated heads need no float64. PEAP-IG: the clean run's
+    q/k/v (rows ``clean``) with the head-output gradient averaged over the path's
+    ``blocks`` points (the closed forms are linear in it)."""
     ad = model.adapter
     L, H, dh = ad.config.n_layers, ad.config.n_heads, ad.d_head
     B, S, T = M.shape
@@ -372,8 +449,8 @@ def _crossing_scores(model, atts, src, g_o, M, aggregation) -> torch.Tensor:
     for layer in range(L):
         att = atts[layer]
         here = att.q.device   # the layer's device (a split model), where its closed forms run
-        G = g_o[layer].to(cd).reshape(B, T, H, dh).transpose(1, 2)
-        P = crossing_values(G, att.q.to(cd), att.k.to(cd), att.v.to(cd),
+        G = average_blocks(g_o[layer].to(cd), blocks).reshape(B, T, H, dh).transpose(1, 2)
+        P = crossing_values(G, att.q[clean].to(cd), att.k[clean].to(cd), att.v[clean].to(cd),
                             src.q[layer].to(cd), src.k[layer].to(cd), src.v[layer].to(cd),
                             lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
                             ad.attention_mask(T, layer, here)).to(dev)

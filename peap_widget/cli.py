@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("discover", help="attribute, find circuits, measure faithfulness, write a report")
     d.add_argument("--model", required=True, help="shipped model name, HF name or local directory")
     d.add_argument("--task", required=True, help="built-in task (ioi, greater-than) or a .jsonl/.csv file")
-    d.add_argument("--method", default="peap", choices=["peap", "eap", "both"])
+    d.add_argument("--method", default="peap",
+                   choices=["peap", "eap", "both", "eap-ig", "peap-ig", "eap-ig-activations"],
+                   help="both = peap and eap; the *-ig methods integrate over 5 path points")
     d.add_argument("--ablation", default="counterfactual", choices=["counterfactual", "mean", "zero"])
     d.add_argument("--sizes", default="0.001,0.002,0.005,0.01,0.015,0.02,0.03,0.05,0.07,0.1,0.15,0.2,0.3,0.5,1.0",
                    help="circuit sizes, comma-separated: fractions of the graph with a point or %% "
