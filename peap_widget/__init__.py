@@ -21,6 +21,9 @@ from .graph import Graph, GraphConfig
 from .head_functions import (HeadFunctions, Relation, RelationError, head_functions,
                              head_functions_figure, relations)
 from .model import Model, load_model
+from .acdc import acdc
+from .exact import exact_scores
+from .path_patching import path_patch
 from .paper_data import load_peap_paper
 from .quality import (Completeness, RocCurve, completeness, minimality, overlap, roc_curve,
                       roc_curves, truth_mask)
@@ -59,7 +62,7 @@ __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "Eval
            "SaliencySuggester", "TokenSaliency", "token_saliency", "load_peap_paper", "HeadFunctions", "Relation", "RelationError",
            "head_functions", "head_functions_figure", "relations", "Completeness", "RocCurve",
            "completeness", "minimality", "overlap", "roc_curve", "roc_curves", "truth_mask",
-           *_WIDGETS]
+           "acdc", "exact_scores", "path_patch", *_WIDGETS]
 
 
 def load_ipython_extension(ipython):

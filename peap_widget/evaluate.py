@@ -229,6 +229,45 @@ class Evaluator:
         sub.indices, sub.sample_of = idx, N
         return sub
 
+    def removal_runs(self, base: Circuit, removals, copies: int | None = None,
+                     progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluate many circuits that are ``base`` minus a few rows each, several per
+        forward pass (``copies`` circuits as stacked copies of a batch; default: as many as
+        make about `EXAMPLES_PER_PASS` examples). ``removals``: a list of K row lists of
+        ``base.space``. Returns (metric [K, N], KL(clean || circuit) [K, N]) per circuit and
+        example. ``progress(done)`` is called with the circuits finished so far."""
+        K = len(removals)
+        N = len(self.ds)
+        metric, kl = np.empty((K, N)), np.empty((K, N))
+        if K == 0:
+            return metric, kl
+        in_circuit, cross = self._masks(base)
+        sp = base.space
+        B = max(len(b.lengths) for b in self.batches)
+        per_pass = max(1, copies or EXAMPLES_PER_PASS // B)
+        coords = [_removal_coords(sp, rows, len(self.ds.schema.spans)) for rows in removals]
+        with model_lock(self.model), torch.no_grad(), frozen_parameters(self.model.hf):
+            for start in range(0, K, per_pass):
+                chunk = coords[start: start + per_pass]
+                resid = _stack_coords([c[0] for c in chunk], 4)
+                crossing = _stack_coords([c[1] for c in chunk], 6)
+                col = 0
+                for b, s in zip(self.batches, self.sources):
+                    n = len(b.lengths)
+                    out = remote.run(self.model, circuits_batch, self.model, b, s, in_circuit,
+                                     cross, resid, crossing, len(chunk),
+                                     self.clean_last[col: col + n], self.metric_fn)
+                    if not bool(out["finite"].all()):
+                        raise NonFiniteError("NaN or inf in the logits of a circuit run "
+                                             f"(circuits {start}-{start + len(chunk) - 1})")
+                    rows = slice(start, start + len(chunk))
+                    metric[rows, col: col + n] = out["metric"].cpu().double().numpy()
+                    kl[rows, col: col + n] = out["kl"].cpu().double().numpy()
+                    col += n
+                if progress is not None:
+                    progress(start + len(chunk))
+        return metric, kl
+
     @property
     def clean_metric(self) -> float:
         return float(self.clean_per_example.mean())
@@ -283,6 +322,31 @@ class Evaluator:
             per_example=per, last_logits=last.cpu().double().numpy(),
             n_edges=circuit.n_edges, fraction=circuit.fraction, n_real_edges=circuit.n_real_edges,
             seconds=time.perf_counter() - t0, refusal=refusal, warning=self.warning)
+
+
+#: Examples (circuits x batch size) one `Evaluator.removal_runs` pass stacks by default.
+EXAMPLES_PER_PASS = 256
+
+
+def _removal_coords(space, rows, n_spans: int) -> tuple[np.ndarray, np.ndarray]:
+    """(residual [3, n] (span, fwd, bwd), crossing [5, n] (kind, layer, head, qspan, kspan))
+    coordinates of ``rows``; a position-free row (one span ``all``) stands for every span."""
+    rows = np.asarray(rows, dtype=np.int64)
+    res = rows[rows < space.n_resid]
+    s, u, b = space.resid_coords(res)
+    if space.n_spans == 1 and not space.crossing and n_spans > 1:
+        s = np.repeat(np.arange(n_spans), len(res))
+        u, b = np.tile(u, n_spans), np.tile(b, n_spans)
+    c = rows[rows >= space.n_resid] - space.n_resid
+    cross = np.stack([space.kind[c], space.layer[c], space.head[c], space.qspan[c], space.kspan[c]])
+    return np.stack([s, u, b]).astype(np.int64), cross.astype(np.int64)
+
+
+def _stack_coords(parts: list, width: int) -> torch.Tensor:
+    """Per-copy coordinate arrays -> [width, n] with the copy index in front."""
+    cols = [np.concatenate([np.full((1, p.shape[1]), k), p]) for k, p in enumerate(parts)]
+    return torch.as_tensor(np.concatenate(cols, axis=1) if cols else np.zeros((width, 0)),
+                           dtype=torch.int64)
 
 
 def _require_finite(logits: torch.Tensor, what: str) -> None:
@@ -342,7 +406,10 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
     B, T = batch.clean_ids.shape
     cd = not_in.dtype
     sid = batch.span_ids.clamp_min(0)                   # pads: any span (they never matter)
-    pos_not_in = not_in[sid]                            # [B, T, Nf, Nb] out-of-circuit per position
+    if not_in.dim() == 4:                               # one mask per example (`circuits_batch`)
+        pos_not_in = not_in[torch.arange(B, device=sid.device)[:, None], sid]
+    else:
+        pos_not_in = not_in[sid]                        # [B, T, Nf, Nb] out-of-circuit per position
     W_O = [ad.W_O(layer).to(cd) for layer in range(L)]
     out = {}
     with nn.trace(batch.clean_ids):
@@ -359,8 +426,7 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
             if cross_in is None:
                 Cq = Ck = Cv = None
             else:
-                C = cross_in[:, layer][:, :, sid[:, :, None], sid[:, None, :]].to(x.device)
-                Cq, Ck, Cv = C.transpose(1, 2)
+                Cq, Ck, Cv = _crossing_at(cross_in, layer, sid).to(x.device)
             o = mixed_attention(q, k, v, src.q[layer].to(cd), src.k[layer].to(cd),
                                 src.v[layer].to(cd), Cq, Ck, Cv,
                                 lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
@@ -383,6 +449,90 @@ def _circuit_batch(model, batch: Batch, src: SourceValues, not_in: torch.Tensor,
         out["last"] = last_token_logits(ad.read_logits(nn).to(batch.lengths.device),
                                         batch.lengths).detach()
     return out["last"]
+
+
+def _crossing_at(cross_in: torch.Tensor, layer: int, sid: torch.Tensor) -> torch.Tensor:
+    """[3, B, H, T, T] whether each (query t, key t') pair of ``layer``'s heads uses this run's
+    q / k / v, from crossing masks [3, L, H, S, S] (one circuit) or [B, 3, L, H, S, S] (one
+    circuit per example, `circuits_batch`)."""
+    if cross_in.dim() == 5:
+        return cross_in[:, layer][:, :, sid[:, :, None], sid[:, None, :]].transpose(1, 2)
+    b = torch.arange(sid.shape[0], device=sid.device)[:, None, None]
+    # advanced indices split by slices go first: [B, T, T, 3, H]
+    return cross_in[:, :, layer][b, :, :, sid[:, :, None], sid[:, None, :]].permute(3, 0, 4, 1, 2)
+
+
+def repeat_batch(batch: Batch, k: int) -> Batch:
+    """``batch`` stacked ``k`` times (copy-major: example i of copy c is row c * B + i)."""
+    import dataclasses
+
+    rep = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    for name, x in rep.items():
+        if isinstance(x, torch.Tensor):
+            rep[name] = x.repeat(k, *([1] * (x.dim() - 1)))
+    rep["indices"] = list(batch.indices) * k
+    return dataclasses.replace(batch, **rep)
+
+
+class _RepeatedHeads:
+    """Per-layer heads' outputs of a source, stacked ``k`` times on first use."""
+
+    def __init__(self, heads, k: int):
+        self.heads, self.k = heads, k
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        x = self.heads[layer]
+        return x.repeat(self.k, *([1] * (x.dim() - 1)))
+
+
+def repeat_source(src: SourceValues, k: int) -> SourceValues:
+    """A batch's `SourceValues` stacked ``k`` times, matching `repeat_batch`."""
+    def rep(x):
+        return None if x is None else x.repeat(k, *([1] * (x.dim() - 1)))
+
+    return SourceValues(rep(src.input), [rep(x) for x in src.o], [rep(x) for x in src.mlp],
+                        [rep(x) for x in src.q], [rep(x) for x in src.k], [rep(x) for x in src.v],
+                        rep(src.metric),
+                        None if src.heads is None else _RepeatedHeads(src.heads, k))
+
+
+def circuits_batch(model, batch: Batch, src, in_circuit: torch.Tensor,
+                   cross_in: torch.Tensor | None, removed: torch.Tensor,
+                   removed_cross: torch.Tensor, n_copies: int, clean_last: torch.Tensor,
+                   metric_fn) -> dict:
+    """Job: ``n_copies`` circuits in one patched clean run of ``n_copies`` stacked copies of
+    ``batch``. Copy c is the base circuit (``in_circuit`` coordinates and ``cross_in`` as for
+    `circuit_batch`) with the residual edges ``removed`` [4, n] (copy, span, forward node,
+    backward slot) and crossing edges ``removed_cross`` [6, n] (copy, kind, layer, head, query
+    span, key span) taken out. Returns small aggregates: ``metric`` [K, B] per copy and example,
+    ``kl`` [K, B] KL(clean || copy) of the last-token distribution (``clean_last`` [B, vocab]).
+    """
+    batch = remote.batch_on(batch, model.device)
+    if not isinstance(src, SourceValues):
+        src = src(batch)
+    dev, K, B = model.device, int(n_copies), batch.clean_ids.shape[0]
+    cd = model.adapter.compute_dtype()
+    not_in = out_of_circuit(model.graph, batch.n_spans, in_circuit, cd, dev)
+    not_in = not_in[None].repeat(K, 1, 1, 1)
+    if removed.numel():
+        not_in[tuple(removed.to(dev))] = 1.0
+    cross = None
+    if cross_in is not None:
+        cross = cross_in.to(dev)[None].repeat(K, 1, 1, 1, 1, 1)
+        if removed_cross.numel():
+            cross[tuple(removed_cross.to(dev))] = False
+        cross = cross.repeat_interleave(B, dim=0)
+    elif removed_cross.numel():
+        raise PeapError("crossing edges can only be removed from a positional circuit")
+    rb = repeat_batch(batch, K)
+    last = _circuit_batch(model, rb, repeat_source(src, K), not_in.repeat_interleave(B, dim=0),
+                          cross)
+    metric = metric_fn(last, rb.correct, rb.incorrect).reshape(K, B)
+    logp_c = torch.log_softmax(last.double(), -1).reshape(K, B, -1)
+    logp_f = torch.log_softmax(clean_last.to(last.device).double(), -1)[None]
+    kl = (logp_f.exp() * (logp_f - logp_c)).sum(-1)
+    return {"metric": metric.detach(), "kl": kl.detach(),
+            "finite": torch.isfinite(last).all(-1).reshape(K, B)}
 
 
 def evaluate(model, ds: Dataset, circuit: Circuit, ablation: str | None = None, metric=None,
