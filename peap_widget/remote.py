@@ -123,7 +123,8 @@ def remote_error(err: Exception, model) -> RemoteError:
     text = f"{type(err).__name__}: {lines[0] if lines else ''}"
     if len(lines) > 1:   # a server traceback: its first line and the exception it ends in
         text += f"\n   ... ({len(lines) - 2} lines of the server's traceback) ...\n   {lines[-1].strip()}"
-    where = f"NDIF at {host()} (model {model.name!r})"
+    where = (f"nnsight's remote='local' dry run (model {model.name!r})" if model.remote == "local"
+             else f"NDIF at {host()} (model {model.name!r})")
     low = text.lower()
     if any(s in low for s in ("connection refused", "failed to establish", "max retries",
                               "name or service not known", "connecterror", "timed out",
