@@ -20,6 +20,18 @@ def tiny_results():
             pw.attribute(model, ds, method="eap", progress=False))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny tensors: intra-op threads only cost time, and
+    a lot of it when other jobs share the CPU (spinning threads). Restored after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """One headless system Chromium for the session's browser tests (see tests/browser.py)."""

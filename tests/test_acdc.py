@@ -13,7 +13,6 @@ import functools
 
 import numpy as np
 import pytest
-import torch
 
 import peap_widget as pw
 from peap_widget.acdc import acdc
@@ -24,12 +23,7 @@ from peap_widget.models import groundtruth as gt
 KEYS = ["kind", "src", "dst", "src_span", "dst_span"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny ops: threads only contend
 
 
 @functools.lru_cache(maxsize=None)

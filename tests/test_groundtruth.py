@@ -34,14 +34,7 @@ def test_auroc_helper():
     assert auroc([1, 1, 0], [True, False, False], ties=1.0) == 1.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every tensor here is tiny: intra-op threads only cost time, and a lot of it when other
-    jobs share the CPU (spinning threads). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny ops: threads only contend
 
 
 @pytest.fixture(scope="module")

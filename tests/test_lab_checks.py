@@ -16,12 +16,7 @@ from peap_widget.lab import reference
 from peap_widget.models import groundtruth as gt
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny ops: threads only contend
 
 
 @pytest.fixture(autouse=True)
