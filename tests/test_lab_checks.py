@@ -98,7 +98,7 @@ def test_checks_never_raise_and_summary_records(capsys, ioi):
     assert "1 of 9 checks passed" in repr(s) and "<table>" in s._repr_html_()
     assert [r["name"] for r in lab.records()] == ["lab1.clean_logit_diff", "lab1.n_edges"]
     assert lab.checks() and all(n.startswith("lab") for n in lab.checks())
-    assert {n.split(".")[0] for n in lab.checks()} == {f"lab{i}" for i in range(1, 6)}
+    assert {n.split(".")[0] for n in lab.checks()} == {f"lab{i}" for i in range(1, 7)}
 
 
 # --- the reference ---------------------------------------------------------------------------
@@ -381,6 +381,97 @@ def test_lab5_checks_read_an_explorer(capsys, induction):
         explorer.remove_edge(edge)
     right(capsys, lab.lab5.true_circuit, explorer, model=gm, ds=gds)
 
+
+
+# --- lab 6 -----------------------------------------------------------------------------------------
+
+def spearman_here(a, b):
+    """Spearman's rho written out: Pearson of average ranks (pandas ranks ties by their mean)."""
+    import pandas as pd
+
+    return float(np.corrcoef(pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy())[0, 1])
+
+
+def test_lab6_spearman_and_auroc_helpers():
+    a, b = [3.0, 1.0, 2.0, 2.0, 5.0], [1.0, 0.0, 4.0, 4.0, 2.0]
+    assert lab.lab6.spearman(a, b) == pytest.approx(spearman_here(a, b), abs=1e-12)
+    assert lab.lab6.ranks([2.0, 1.0, 2.0]).tolist() == [2.5, 1.0, 2.5]
+    truth = np.array([True, False, False, True])
+    # pairs (true, other) by |score|: (4 vs 1) win, (4 vs 2) win, (2 vs 1) win, (2 vs 2) tie
+    assert lab.lab6.mann_whitney([4.0, -1.0, 2.0, -2.0], truth) == pytest.approx(3.5 / 4)
+
+
+def test_lab6_rank_correlation(capsys, ioi):
+    c6, m, ds = lab.lab6, ioi["model"], ioi["ds"]
+    eap = ioi["eap"]
+    ig = pw.attribute(m, ds, method="eap-ig", steps=3, progress=False)
+    ex = pw.exact_scores(m, ds, positional=False, evaluator=ioi["ev"], progress=False)
+    rho = {"eap": spearman_here(eap.scores, ex.scores), "eap-ig": spearman_here(ig.scores, ex.scores)}
+    kw = {"results": {"eap": eap, "eap-ig": ig}, "exact": ex, "model": m, "ds": ds}
+    right(capsys, c6.rank_correlation, rho, **kw)
+    pearson = {"eap": float(np.corrcoef(eap.scores, ex.scores)[0, 1]),
+               "eap-ig": float(np.corrcoef(ig.scores, ex.scores)[0, 1])}
+    assert max(abs(pearson[k] - rho[k]) for k in rho) > 0.01
+    assert "Pearson" in wrong(capsys, c6.rank_correlation, pearson, **kw)
+    wrong(capsys, c6.rank_correlation, {"eap": rho["eap"]}, **kw)
+    # EAP scores passed off as exact ones are caught by the reference's patched runs
+    assert "exact patching effects" in wrong(capsys, c6.rank_correlation, rho,
+                                             **(kw | {"exact": eap}))
+    blank(capsys, c6.rank_correlation, **kw)
+
+
+def test_lab6_circuit_sizes(capsys, ioi):
+    c6, m, ds, ev, peap = lab.lab6, ioi["model"], ioi["ds"], ioi["ev"], ioi["peap"]
+    small = peap.circuit(n_edges=120, merge_qkv=False)       # stands in for an ACDC circuit
+    f_small = ev.run(small).faithfulness
+    grid = range(40, 1201, 40)
+    n_peap = next(len(c.edges) for c in (peap.circuit(n_edges=n, merge_qkv=False) for n in grid)
+                  if ev.run(c).faithfulness >= f_small)
+    kw = {"acdc_circuit": small, "attribution": peap, "model": m, "ds": ds, "grid": grid}
+    right(capsys, c6.circuit_sizes, {"acdc": len(small.edges), "peap": n_peap}, **kw)
+    assert "ACDC circuit has" in wrong(capsys, c6.circuit_sizes,
+                                       {"acdc": len(small.edges) + 1, "peap": n_peap}, **kw)
+    assert "greedy PEAP" in wrong(capsys, c6.circuit_sizes,
+                                  {"acdc": len(small.edges), "peap": n_peap + 40}, **kw)
+    blank(capsys, c6.circuit_sizes, **kw)
+
+
+def test_lab6_minimality_and_completeness(capsys, ioi):
+    c6, m, ds, ev = lab.lab6, ioi["model"], ioi["ds"], ioi["ev"]
+    circ = ioi["peap"].circuit(n_edges=20)
+    mini = pw.minimality(ev, circ, progress=False)
+    ans = {"n_below": int(mini.below.sum()), "weakest": float(mini.contribution.abs().min())}
+    right(capsys, c6.minimality, ans, circuit=circ, model=m, ds=ds)
+    assert "contribute less" in wrong(capsys, c6.minimality, ans | {"n_below": ans["n_below"] + 1},
+                                      circuit=circ, model=m, ds=ds)
+    assert "weakest" in wrong(capsys, c6.minimality, ans | {"weakest": ans["weakest"] + 0.5},
+                              circuit=circ, model=m, ds=ds)
+    blank(capsys, c6.minimality, circuit=circ, model=m, ds=ds)
+
+    comp = pw.completeness(ev, circ, n_samples=4, seed=3, progress=False)
+    assert comp.worst_gap > 0.1
+    kw = {"circuit": circ, "model": m, "ds": ds, "n_samples": 4, "seed": 3}
+    right(capsys, c6.completeness, comp.worst_gap, **kw)
+    wrong(capsys, c6.completeness, comp.worst_gap * 1.5, **kw)
+    other_seed = pw.completeness(ev, circ, n_samples=4, seed=4, progress=False).worst_gap
+    if abs(other_seed - comp.worst_gap) > 0.01:
+        wrong(capsys, c6.completeness, other_seed, **kw)
+    blank(capsys, c6.completeness, **kw)
+
+
+def test_lab6_auroc(capsys, induction):
+    c6, res = lab.lab6, induction["res"]
+    results = {"PEAP": res}
+    assert pw.roc_curve(res, gt.true_edge_mask(res.edges)).auroc == 1.0
+    right(capsys, c6.auroc, {"PEAP": 1.0}, results=results, truth_edges=gt.TRUE_EDGES)
+    wrong(capsys, c6.auroc, {"PEAP": 0.9}, results=results, truth_edges=gt.TRUE_EDGES)
+    mechanism = gt.TRUE_EDGES + gt.POSITIONAL_EDGES     # positional edges score ~0: AUROC < 1
+    want = pw.roc_curve(res, gt.true_edge_mask(res.edges, mechanism)).auroc
+    assert want < 0.95
+    right(capsys, c6.auroc, {"PEAP": want}, results=results, truth_edges=mechanism)
+    assert "chance that a true edge" in wrong(capsys, c6.auroc, {"PEAP": 1.0}, results=results,
+                                              truth_edges=mechanism)
+    blank(capsys, c6.auroc, results=results, truth_edges=gt.TRUE_EDGES)
 
 # --- %load_ext peap_widget ---------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ WIDGET_API = {
 
 
 def test_lab_sources_exist():
-    assert [name.split("_")[0] for name in LABS] == [f"lab{i}" for i in range(1, 6)]
+    assert [name.split("_")[0] for name in LABS] == [f"lab{i}" for i in range(1, 7)]
 
 
 def notebook_meta(path: Path) -> dict:

@@ -13,8 +13,8 @@ and returns True or False; it never raises. A blank answer (``...``) reads "Not 
 page with its widgets live (see `peap_widget.lab.export`).
 """
 
-from . import lab1, lab2, lab3, lab4, lab5
+from . import lab1, lab2, lab3, lab4, lab5, lab6
 from .core import Summary, check, checks, is_blank, records, reset, summary
 
 __all__ = ["Summary", "check", "checks", "is_blank", "lab1", "lab2", "lab3", "lab4", "lab5",
-           "records", "reset", "summary"]
+           "lab6", "records", "reset", "summary"]

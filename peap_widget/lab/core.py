@@ -134,7 +134,7 @@ def check(name: str, answer=Ellipsis, *args, **context) -> bool:
 
 
 def _load_labs():
-    from . import lab1, lab2, lab3, lab4, lab5  # noqa: F401  (registers their checks)
+    from . import lab1, lab2, lab3, lab4, lab5, lab6  # noqa: F401  (registers their checks)
 
 
 def checks(lab: str | None = None) -> list[str]:
