@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -76,7 +77,8 @@ def run(model, job, *args, **kwargs):
     prepare(model)
     t0 = time.perf_counter()
     try:
-        with model.lock, model.nn.session(remote=model.remote):
+        with model.lock, _as_a_fresh_process(model.remote == "local"), \
+                model.nn.session(remote=model.remote):
             result = on_host(job(*args, **kwargs))
             import nnsight
 
@@ -89,6 +91,30 @@ def run(model, job, *args, **kwargs):
                              "seconds": time.perf_counter() - t0,
                              "bytes_back": nbytes(result)})
     return result
+
+
+@contextmanager
+def _as_a_fresh_process(dry_run: bool):
+    """For the ``remote="local"`` dry run: unpickle the shipped classes as a new process would.
+
+    cloudpickle tracks classes pickled by value by an id within one process; unpickling them in
+    the process that pickled them finds the real class by that id and *overwrites its methods*
+    with the shipped copies (whose globals lack ``__name__``, so any later relative import in
+    them fails). A server is another process and never does that; here the tracking is off
+    while the dry run unpickles, so the package's own classes stay untouched."""
+    if not dry_run:
+        yield
+        return
+    import cloudpickle.cloudpickle as cp
+
+    # (No lock of its own: this module travels by value, and a lock does not pickle. Dry runs
+    # are for tests and checks; two at once in threads would only both switch tracking off.)
+    tracked = cp._lookup_class_or_track
+    cp._lookup_class_or_track = lambda _tracker_id, class_def: class_def
+    try:
+        yield
+    finally:
+        cp._lookup_class_or_track = tracked
 
 
 def on_host(value):

@@ -104,7 +104,8 @@ def test_model_travels_without_lock_or_weights():
     from nnsight.intervention.serialization import loads
 
     objects = model.nn._remoteable_persistent_objects()
-    back = loads(blob, objects)
+    with remote._as_a_fresh_process(True):   # as a server would (see that function)
+        back = loads(blob, objects)
     assert back.remote is False and back.hf is hf and back.lock is not model.lock
     assert "edge_mask" not in vars(back.graph)
 
@@ -298,3 +299,20 @@ def test_ndif_wrong_key_is_refused(served, ndif_server):
     text = str(err.value)
     assert "127.0.0.1:8001" in text and "refused the API key" in text and "NDIF_API_KEY" in text
     assert pw.attribute(far, ds, batch_size=5, progress=False).edges.score.notna().all()
+
+
+def test_dry_run_leaves_the_package_classes_alone():
+    """Unpickling in the process that pickled would rebind the real classes' methods to the
+    shipped copies (cloudpickle tracks by-value classes by id): after a dry run every class
+    still has its own methods, and a method that imports relatively still works."""
+    from peap_widget.arch.base import Adapter
+    from peap_widget.graph import Graph, GraphConfig
+
+    model, ds = _local_pair("gpt2")
+    methods = {cls: dict(vars(cls)) for cls in (Adapter, Graph, GraphConfig, type(model))}
+    model.remote = "local"
+    pw.attribute(model, ds, batch_size=5, progress=False)
+    pw.Evaluator(model, ds, batch_size=5)
+    for cls, before in methods.items():
+        assert {k: v for k, v in vars(cls).items() if k in before} == before, cls
+    assert GraphConfig.from_dict(model.adapter.config.to_dict()) == model.adapter.config
