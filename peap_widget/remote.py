@@ -77,8 +77,7 @@ def run(model, job, *args, **kwargs):
     prepare(model)
     t0 = time.perf_counter()
     try:
-        with model.lock, _as_a_fresh_process(model.remote == "local"), \
-                model.nn.session(remote=model.remote):
+        with model.lock, _as_a_fresh_process(), model.nn.session(remote=model.remote):
             result = on_host(job(*args, **kwargs))
             import nnsight
 
@@ -94,17 +93,15 @@ def run(model, job, *args, **kwargs):
 
 
 @contextmanager
-def _as_a_fresh_process(dry_run: bool):
-    """For the ``remote="local"`` dry run: unpickle the shipped classes as a new process would.
+def _as_a_fresh_process():
+    """Unpickle classes shipped by value as a new process would, while a request runs.
 
-    cloudpickle tracks classes pickled by value by an id within one process; unpickling them in
-    the process that pickled them finds the real class by that id and *overwrites its methods*
+    cloudpickle tracks classes pickled by value by an id within one process; unpickling one in
+    the process that pickled it finds the real class by that id and *overwrites its methods*
     with the shipped copies (whose globals lack ``__name__``, so any later relative import in
-    them fails). A server is another process and never does that; here the tracking is off
-    while the dry run unpickles, so the package's own classes stay untouched."""
-    if not dry_run:
-        yield
-        return
+    them fails). That happens in the ``remote="local"`` dry run (serialized and deserialized
+    here), and would happen to a result holding such a class coming back from a server; with
+    the tracking off, the package's own classes stay untouched."""
     import cloudpickle.cloudpickle as cp
 
     # (No lock of its own: this module travels by value, and a lock does not pickle. Dry runs

@@ -104,7 +104,7 @@ def test_model_travels_without_lock_or_weights():
     from nnsight.intervention.serialization import loads
 
     objects = model.nn._remoteable_persistent_objects()
-    with remote._as_a_fresh_process(True):   # as a server would (see that function)
+    with remote._as_a_fresh_process():   # as a server would (see that function)
         back = loads(blob, objects)
     assert back.remote is False and back.hf is hf and back.lock is not model.lock
     assert "edge_mask" not in vars(back.graph)
