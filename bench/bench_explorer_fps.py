@@ -45,20 +45,12 @@ PAN = """async ([seconds, zoom]) => {
 def main():
     import numpy as np
 
-    import peap_widget as pw
     from browser import launch, open_standalone, serve
-    from peap_widget.widgets.circuit_explorer import selection_rows
     from test_circuit_explorer_browser import _big_result
+    from test_circuit_explorer_views import explorer_drawing
 
-    res = _big_result()
-    ex = pw.CircuitExplorer(res)
-    drawn_at = lambda n: int(selection_rows(res.space, True, ex._order, res.scores, {"n_edges": n}).sum())
-    lo, hi = 0, len(ex._order)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if drawn_at(mid) < 5000 else (lo, mid)
-    ex.set_size(lo)
-    out = {"drawn_edges": drawn_at(lo)}
+    ex, drawn = explorer_drawing(_big_result(), 5000)
+    out = {"drawn_edges": drawn}
     with tempfile.TemporaryDirectory() as d, launch() as browser, serve(d) as url:
         ex.to_html(Path(d) / "big.html")
         page = open_standalone(browser, f"{url}/big.html")

@@ -33,17 +33,24 @@ def _all_inside(page):
     }}""") == 0
 
 
+def explorer_drawing(res, n_drawn: int):
+    """(explorer of ``res`` set to the smallest size that draws at least ``n_drawn`` edges,
+    the edges it draws), found by bisection over the size."""
+    ex = pw.CircuitExplorer(res)
+    drawn_at = lambda n: int(selection_rows(res.space, True, ex._order, res.scores, {"n_edges": n}).sum())  # noqa: E731
+    lo, hi = 0, len(ex._order)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if drawn_at(mid) < n_drawn else (lo, mid)
+    ex.set_size(lo)
+    return ex, drawn_at(lo)
+
+
 @pytest.fixture(scope="module")
 def big_page(tmp_path_factory):
     """GPT-2 small's graph, 7 spans, a circuit drawing about 5,000 edges (canvas mode)."""
     res = _big_result()
-    ex = pw.CircuitExplorer(res)
-    drawn_at = lambda n: int(selection_rows(res.space, True, ex._order, res.scores, {"n_edges": n}).sum())
-    lo, hi = 0, len(ex._order)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if drawn_at(mid) < 5000 else (lo, mid)
-    ex.set_size(lo)
+    ex, _ = explorer_drawing(res, 5000)
     d = tmp_path_factory.mktemp("big")
     ex.to_html(d / "big.html")
     return ex, res, d

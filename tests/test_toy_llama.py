@@ -12,6 +12,7 @@ import torch
 import peap_widget as pw
 from peap_widget.models import train
 from peap_widget.tasks.ioi import NAMES
+from test_toy_models import last_logits
 
 NAME = "toy-ioi-llama"
 # Not a seed the training script uses (data 1000 * seed + k, evaluation 10001-10005, + 7919 * chunk).
@@ -28,16 +29,6 @@ def hf():
     model = AutoModelForCausalLM.from_pretrained(str(d)).eval()
     tok = AutoTokenizer.from_pretrained(str(d))
     return model, tok, json.loads((d / "training_log.json").read_text())
-
-
-def last_logits(model, tok, texts):
-    """Logits at each text's last token, from one right-padded batch."""
-    enc = tok(texts, padding=True, return_tensors="pt")
-    assert tok.unk_token_id not in enc["input_ids"]
-    with torch.no_grad():
-        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-    last = enc["attention_mask"].sum(1) - 1
-    return logits[torch.arange(len(texts)), last]
 
 
 def test_registered_small_and_complete():
