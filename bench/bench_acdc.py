@@ -73,8 +73,8 @@ def main(argv=None):
     import torch
 
     import peap_widget as pw
-    from peap_widget.acdc import acdc
-    from peap_widget.exact import exact_scores
+    from peap_widget.analysis.acdc import acdc
+    from peap_widget.analysis.exact import exact_scores
 
     torch.manual_seed(0)
     model = pw.models.load("toy-ioi")

@@ -38,7 +38,7 @@ def build(args):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import peap_widget as pw
-    from peap_widget.tokenizer import word_level_tokenizer
+    from peap_widget.data.tokenizer import word_level_tokenizer
 
     torch.manual_seed(0)
     tok = word_level_tokenizer(f"w{i}" for i in range(N_WORDS))
@@ -72,7 +72,7 @@ def build(args):
 def baseline_step(model, ds):
     import torch
 
-    from peap_widget.metrics import last_token_logits, logit_diff
+    from peap_widget.engine.metrics import last_token_logits, logit_diff
 
     (batch,) = list(ds.batches(None, device=model.device))
     hf = model.hf
@@ -89,7 +89,7 @@ def run_mode(args) -> dict:
     import torch
 
     import peap_widget as pw
-    from peap_widget.attribution import frozen_parameters
+    from peap_widget.engine.attribution import frozen_parameters
 
     model, ds = build(args)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)

@@ -41,7 +41,7 @@ def main():
     args = p.parse_args()
 
     t = time.perf_counter()
-    from peap_widget.examples import random_result
+    from peap_widget.models.examples import random_result
 
     res = random_result(args.layers, args.heads, args.spans)
     t_result = time.perf_counter() - t

@@ -28,7 +28,7 @@ def build(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import peap_widget as pw
-    from peap_widget.tokenizer import word_level_tokenizer
+    from peap_widget.data.tokenizer import word_level_tokenizer
 
     tok = word_level_tokenizer(f"w{i}" for i in range(args.vocab - 4))
     cfg = LlamaConfig(
@@ -62,8 +62,8 @@ def bare(model, ds, batch_size: int) -> None:
     """Counterfactual forward (no grad) + clean forward + backward to the embeddings, per batch."""
     import torch
 
-    from peap_widget.attribution import frozen_parameters
-    from peap_widget.metrics import last_token_logits, logit_diff
+    from peap_widget.engine.attribution import frozen_parameters
+    from peap_widget.engine.metrics import last_token_logits, logit_diff
 
     hf = model.hf
     with frozen_parameters(hf):

@@ -30,8 +30,8 @@ def run(args) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import peap_widget as pw
-    from peap_widget.memory import attribution_bytes, auto_batch_size, free_bytes
-    from peap_widget.tokenizer import word_level_tokenizer
+    from peap_widget.runtime.memory import attribution_bytes, auto_batch_size, free_bytes
+    from peap_widget.data.tokenizer import word_level_tokenizer
 
     torch.manual_seed(0)
     tok = word_level_tokenizer(f"w{i}" for i in range(N_WORDS))

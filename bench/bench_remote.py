@@ -53,7 +53,7 @@ def measured(n: int = 64, batch: int = 8) -> dict:
 
 
 def computed(spans: int = 8, batch: int = 8, tokens: int = 20) -> dict:
-    from peap_widget.graph import Graph, GraphConfig
+    from peap_widget.graph.space import Graph, GraphConfig
 
     out = {}
     for name, (L, H, D) in SHAPES.items():

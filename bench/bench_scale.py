@@ -47,7 +47,7 @@ def peak_rss_mb() -> float:
 
 def records():
     """Four IOI-shaped prompts of 16-22 tokens over the tiny vocabulary (8 spans)."""
-    from peap_widget.examples import _ioi
+    from peap_widget.models.examples import _ioi
 
     act = ["went", "to", "the", "store", ","]
     return [
@@ -67,7 +67,7 @@ def build(layers: int, heads: int, d_model: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import peap_widget as pw
-    from peap_widget.examples import tiny_tokenizer
+    from peap_widget.models.examples import tiny_tokenizer
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
@@ -112,7 +112,7 @@ class Stages:
 
 def run(args) -> dict:
     import peap_widget as pw
-    from peap_widget import result as result_mod
+    from peap_widget.circuits import result as result_mod
 
     st = Stages(args.timeout)
     model, ds = st("build", lambda: build(args.layers, args.heads, args.d_model))

@@ -9,27 +9,28 @@
 See DESIGN.md (the contract) and the README.
 """
 
-from . import models, tasks
-from .attribution import attribute
-from .circuit import Circuit
-from .curves import MIB_FRACTIONS, FaithfulnessCurve, faithfulness_curve, mib_scores
-from .data import Dataset, Example
-from .evaluate import EvalResult, Evaluator, evaluate
+from . import models
+from .data import tasks
+from .engine.attribution import attribute
+from .circuits.circuit import Circuit
+from .analysis.curves import MIB_FRACTIONS, FaithfulnessCurve, faithfulness_curve, mib_scores
+from .data.dataset import Dataset, Example
+from .engine.evaluate import EvalResult, Evaluator, evaluate
 from .errors import (DatasetError, NonFiniteError, NormalisationError, PeapError, SchemaError,
                      UnsupportedArchitectureError)
-from .graph import Graph, GraphConfig
-from .head_functions import (HeadFunctions, Relation, RelationError, head_functions,
+from .graph.space import Graph, GraphConfig
+from .analysis.head_functions import (HeadFunctions, Relation, RelationError, head_functions,
                              head_functions_figure, relations)
-from .model import Model, load_model
-from .acdc import acdc
-from .exact import exact_scores
-from .path_patching import path_patch
-from .paper_data import load_peap_paper
-from .quality import (Completeness, RocCurve, completeness, minimality, overlap, roc_curve,
+from .runtime.model import Model, load_model
+from .analysis.acdc import acdc
+from .analysis.exact import exact_scores
+from .analysis.path_patching import path_patch
+from .data.paper_data import load_peap_paper
+from .analysis.quality import (Completeness, RocCurve, completeness, minimality, overlap, roc_curve,
                       roc_curves, truth_mask)
-from .remote import RemoteError
-from .result import AttributionResult
-from .schema import Schema
+from .runtime.remote import RemoteError
+from .circuits.result import AttributionResult
+from .data.schema import Schema
 from . import suggest
 from .suggest.llm import LLMSuggester, propose_schema
 from .suggest.llm_backends import OpenAIBackend, TransformersBackend
@@ -67,7 +68,7 @@ __all__ = ["models", "tasks", "attribute", "AttributionResult", "Circuit", "Eval
 
 def load_ipython_extension(ipython):
     """``%load_ext peap_widget``: the ``%peap_lab``, ``%peap_explore``, ``%peap_schema``,
-    ``%peap_curves`` and ``%peap_check`` magics (see `peap_widget.magics`)."""
-    from .magics import register
+    ``%peap_curves`` and ``%peap_check`` magics (see `peap_widget.widgets.magics`)."""
+    from .widgets.magics import register
 
     register(ipython)

@@ -57,7 +57,7 @@ class UnsupportedArchitectureError(PeapError):
 class NormalisationError(PeapError):
     """Normalized faithfulness (and what is built on it: CPR, CMD, "edges for f >= 0.8") cannot
     be computed because the metric of the full model and of the empty circuit are equal within
-    the tolerance (`peap_widget.evaluate.NORMALISE_RTOL`); ``reason`` says so with the numbers."""
+    the tolerance (`peap_widget.engine.evaluate.NORMALISE_RTOL`); ``reason`` says so with the numbers."""
 
     def __init__(self, reason: str):
         super().__init__(reason)

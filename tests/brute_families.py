@@ -1,5 +1,5 @@
 """Independent brute-force reference for (P)EAP edge scores and circuit evaluation on every tiny
-model family of ``peap_widget.examples.tiny_model``: GPT-2, Llama (also Llama-3 rope scaling),
+model family of ``peap_widget.models.examples.tiny_model``: GPT-2, Llama (also Llama-3 rope scaling),
 Mistral, Qwen2, Qwen3, GPT-NeoX (parallel and sequential residual) and Gemma-2.
 
 Written from the contract (DESIGN.md sections 3-5) only, in plain PyTorch, one example at a time

@@ -58,7 +58,7 @@ class LocalNdif:
 def _save_tiny_models(root: Path) -> dict[str, str]:
     import torch
 
-    from peap_widget.examples import tiny_model
+    from peap_widget.models.examples import tiny_model
 
     out = {}
     for family in ("gpt2", "llama"):

@@ -11,8 +11,8 @@ import warnings
 import torch
 
 import peap_widget as pw
-from peap_widget.examples import tiny_gpt2, tiny_records
-from peap_widget.memory import attribution_bytes
+from peap_widget.models.examples import tiny_gpt2, tiny_records
+from peap_widget.runtime.memory import attribution_bytes
 
 
 def vm_bytes() -> int:

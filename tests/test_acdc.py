@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import peap_widget as pw
-from peap_widget.acdc import acdc
-from peap_widget.circuit import Circuit
-from peap_widget.exact import graph_space
+from peap_widget.analysis.acdc import acdc
+from peap_widget.circuits.circuit import Circuit
+from peap_widget.analysis.exact import graph_space
 from peap_widget.models import groundtruth as gt
 
 KEYS = ["kind", "src", "dst", "src_span", "dst_span"]

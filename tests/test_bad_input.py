@@ -12,7 +12,7 @@ import pytest
 
 import peap_widget as pw
 from peap_widget.errors import PeapError
-from peap_widget.examples import SCHEMA, tiny_gpt2, tiny_records
+from peap_widget.models.examples import SCHEMA, WORDS, tiny_gpt2, tiny_records
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_char_spans_in_any_key_order_attach_to_their_own_text(tmp_path, model):
 
 
 def test_overlapping_char_spans_are_refused(model):
-    from peap_widget.tasks import token_spans
+    from peap_widget.data.tasks import token_spans
 
     with pytest.raises(PeapError, match="overlap"):
         token_spans(model.tokenizer, "Mary and John", {"a": [0, 8], "b": [4, 13]}, example=3)
@@ -55,10 +55,10 @@ def test_overlapping_char_spans_are_refused(model):
 def test_dataset_remembers_its_tokenizer_and_refuses_another_model(model):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from peap_widget.tokenizer import word_level_tokenizer
+    from peap_widget.data.tokenizer import word_level_tokenizer
 
     ds = pw.Dataset.from_records(tiny_records(), model)
-    other_tok = word_level_tokenizer(["x", "y", "z"] + list(reversed(pw.examples.WORDS)))
+    other_tok = word_level_tokenizer(["x", "y", "z"] + list(reversed(WORDS)))
     other = pw.load_model(GPT2LMHeadModel(GPT2Config(vocab_size=len(other_tok), n_embd=16,
                                                      n_layer=1, n_head=2)),
                           tokenizer=other_tok)
@@ -253,7 +253,7 @@ def test_file_task_tokenizes_each_record_once(tmp_path, model):
 # --- 4. NaN scores cannot make a circuit ------------------------------------------------------
 
 def test_nan_scores_are_refused_by_search_naming_an_edge(tmp_path):
-    from peap_widget.examples import random_result
+    from peap_widget.models.examples import random_result
 
     d = random_result(2, 3, 4).to_dict()
     d["edges"]["score"][5] = d["edges"]["score"][17] = None     # NaN on the way in

@@ -13,8 +13,8 @@ import torch
 from tiny import tiny_gpt2, tiny_records
 
 import peap_widget as pw
-from peap_widget.attribution import NonFiniteError
-from peap_widget.memory import attribution_bytes, auto_batch_size, chunk_bytes, is_out_of_memory
+from peap_widget.engine.attribution import NonFiniteError
+from peap_widget.runtime.memory import attribution_bytes, auto_batch_size, chunk_bytes, is_out_of_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

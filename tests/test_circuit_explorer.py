@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import peap_widget as pw
-from peap_widget.examples import random_result
+from peap_widget.models.examples import random_result
 from peap_widget.widgets.circuit_explorer import default_selection, selection_rows
 
 ROOT = Path(__file__).resolve().parent.parent

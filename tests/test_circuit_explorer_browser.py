@@ -9,7 +9,7 @@ import pytest
 from browser import ARTIFACTS, open_standalone, screenshot, serve
 
 import peap_widget as pw
-from peap_widget.graph import Graph, GraphConfig
+from peap_widget.graph.space import Graph, GraphConfig
 from peap_widget.widgets.circuit_explorer import selection_rows
 
 SEL = "window.peapWidgets[0].model.get('selection')"

@@ -16,7 +16,7 @@ SETUP = """\
 import json
 import numpy as np
 import peap_widget as pw
-from peap_widget.graph import Graph, GraphConfig
+from peap_widget.graph.space import Graph, GraphConfig
 g = Graph(GraphConfig(n_layers=12, n_heads=12, d_model=768))
 rng = np.random.default_rng(0)
 spans = [f"S{i}" for i in range(7)]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import peap_widget as pw
-from peap_widget.cli import main
-from peap_widget.tokenizer import pieces, word_level_tokenizer
+from peap_widget.app.cli import main
+from peap_widget.data.tokenizer import pieces, word_level_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_failed_run_keeps_the_existing_folder(model_dir, tmp_path, monkeypatch):
     out = tmp_path / "keep"
     out.mkdir()
     (out / "summary.json").write_text('{"an": "earlier run"}')
-    import peap_widget.discover as disc
+    import peap_widget.app.discover as disc
 
     def boom(*a, **k):
         raise pw.PeapError("simulated failure while writing the report")
@@ -153,7 +153,7 @@ def test_rerun_replaces_the_folder_and_refuses_a_foreign_one(model_dir, tmp_path
                                          ("1%,50%,100%", [0.01, 0.5, 1.0]),
                                          ("10,200", [10, 200])])
 def test_sizes_are_fractions_or_counts_unambiguously(text, sizes):
-    from peap_widget.discover import parse_sizes
+    from peap_widget.app.discover import parse_sizes
 
     assert parse_sizes(text) == pytest.approx(sizes)
     assert [type(x) for x in parse_sizes(text)] == [type(x) for x in sizes]

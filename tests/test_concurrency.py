@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import peap_widget as pw
-from peap_widget.heads import span_attention
+from peap_widget.analysis.heads import span_attention
 
 
 def _run_threads(jobs, repeats=1):

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import peap_widget as pw
 from peap_widget.errors import PeapError
-from peap_widget.examples import NAMES, WORDS, tiny_tokenizer
-from peap_widget.schema import RESERVED_NAMES
+from peap_widget.models.examples import NAMES, WORDS, tiny_tokenizer
+from peap_widget.data.schema import RESERVED_NAMES
 
 TOK = tiny_tokenizer()
 SETTINGS = settings(max_examples=60, deadline=None,

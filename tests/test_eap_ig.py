@@ -1,4 +1,4 @@
-"""EAP-IG, PEAP-IG and EAP-IG-activations (`pw.attribute(method=...)`, `peap_widget.integrated`).
+"""EAP-IG, PEAP-IG and EAP-IG-activations (`pw.attribute(method=...)`, `peap_widget.engine.integrated`).
 
 - ``steps=1`` is EAP / PEAP exactly (float64, 1e-9), on tiny GPT-2 and tiny Llama;
 - with ``steps=3`` every score equals an independent brute force: the hand-written float64 GPT-2
@@ -30,7 +30,7 @@ import brute_families as bfm  # noqa: E402
 import brute_force as bf  # noqa: E402
 import peap_widget as pw  # noqa: E402
 from peap_widget.errors import PeapError  # noqa: E402
-from peap_widget.examples import (SCHEMA, TINY_FAMILIES, tiny_gpt2, tiny_model,  # noqa: E402
+from peap_widget.models.examples import (SCHEMA, TINY_FAMILIES, tiny_gpt2, tiny_model,  # noqa: E402
                                   tiny_records)
 
 KEY = ["kind", "src", "dst", "src_span", "dst_span"]

@@ -22,7 +22,7 @@ import brute_eval as be  # noqa: E402
 import test_evaluate_oracle as oracle  # noqa: E402  (its reference model, sources and engine)
 from tiny import SCHEMA  # noqa: E402
 
-from peap_widget.exact import exact_scores  # noqa: E402
+from peap_widget.analysis.exact import exact_scores  # noqa: E402
 
 TOL = 1e-9
 

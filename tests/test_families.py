@@ -11,9 +11,9 @@ import torch
 
 import peap_widget as pw
 from peap_widget.arch import supported_families
-from peap_widget.cli import main
-from peap_widget.examples import TINY_FAMILIES, tiny_model, tiny_records
-from peap_widget.tokenizer import pieces, word_level_tokenizer
+from peap_widget.app.cli import main
+from peap_widget.models.examples import TINY_FAMILIES, tiny_model, tiny_records
+from peap_widget.data.tokenizer import pieces, word_level_tokenizer
 
 FAMILY_OF = {"gpt2": "gpt2", "llama": "llama", "llama3": "llama", "mistral": "mistral",
              "qwen2": "qwen2", "qwen3": "qwen3", "gpt_neox": "gpt_neox",

@@ -1,7 +1,7 @@
 """Oracle tests for every tiny model family: ``pw.attribute`` edge scores and ``pw.evaluate``
 circuit runs against the independent generic brute force of tests/brute_families.py.
 
-Families: ``peap_widget.examples.TINY_FAMILIES`` (GPT-2, Llama, Llama-3 rope scaling, Mistral,
+Families: ``peap_widget.models.examples.TINY_FAMILIES`` (GPT-2, Llama, Llama-3 rope scaling, Mistral,
 Qwen2, Qwen3, GPT-NeoX parallel and sequential, Gemma-2), the real transformers classes in
 float64, 2 layers, GQA where the family has it, sliding windows of 4 tokens, soft-capping, etc.
 
@@ -39,7 +39,7 @@ for _p in (_HERE, os.path.dirname(_HERE)):
         sys.path.insert(0, _p)
 
 import brute_families as bfm  # noqa: E402
-from peap_widget.examples import SCHEMA, TINY_FAMILIES, tiny_model, tiny_records  # noqa: E402
+from peap_widget.models.examples import SCHEMA, TINY_FAMILIES, tiny_model, tiny_records  # noqa: E402
 
 FAMILIES = list(TINY_FAMILIES)
 GQA = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma2"]

@@ -29,7 +29,7 @@ for _p in (_HERE, os.path.dirname(_HERE)):
         sys.path.insert(0, _p)
 
 import brute_families as bfm  # noqa: E402
-from peap_widget.examples import SCHEMA, tiny_model, tiny_records  # noqa: E402
+from peap_widget.models.examples import SCHEMA, tiny_model, tiny_records  # noqa: E402
 
 KEY_COLS = ["kind", "src", "dst", "src_span", "dst_span"]
 FACTORS = {

@@ -1,4 +1,4 @@
-"""MAPS head functions (`peap_widget.head_functions`) against an explicit per-token, per-head
+"""MAPS head functions (`peap_widget.analysis.head_functions`) against an explicit per-token, per-head
 computation written here with the model's own modules, on tiny float64 models of several
 families; the hand-built induction model's copying head; the dry run; bad relations."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import peap_widget as pw
-from peap_widget.examples import NAMES, tiny_model
-from peap_widget.head_functions import (HeadFunctions, RelationError, head_function_ranks,
+from peap_widget.models.examples import NAMES, tiny_model
+from peap_widget.analysis.head_functions import (HeadFunctions, RelationError, head_function_ranks,
                                         head_functions, head_functions_figure, relations)
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import peap_widget as pw
-from peap_widget.cli import main
-from peap_widget.curves import MIB_FRACTIONS
-from peap_widget.evaluate import NormalisationError, normalisation_refusal, task_warning
+from peap_widget.app.cli import main
+from peap_widget.analysis.curves import MIB_FRACTIONS
+from peap_widget.engine.evaluate import NormalisationError, normalisation_refusal, task_warning
 from tiny import tiny_records
 
 

@@ -12,7 +12,7 @@ import pytest
 from transformers import AutoTokenizer
 
 import peap_widget as pw
-from peap_widget.data import Dataset
+from peap_widget.data.dataset import Dataset
 from peap_widget.errors import DatasetError, PeapError, SchemaError
 
 IOI_HUMAN = ["prompt", "prompt_id", "prefix", "IO", "and", "S1", "S1+1", "action1", "S2",

@@ -24,7 +24,7 @@ import brute_force as bf  # noqa: E402
 import test_evaluate_oracle as oracle  # noqa: E402
 
 import peap_widget as pw  # noqa: E402
-from peap_widget.path_patching import path_patch  # noqa: E402
+from peap_widget.analysis.path_patching import path_patch  # noqa: E402
 
 TOL = 1e-9
 

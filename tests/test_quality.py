@@ -1,4 +1,4 @@
-"""Circuit quality (`peap_widget.quality`): completeness, minimality, overlap / ROC.
+"""Circuit quality (`peap_widget.analysis.quality`): completeness, minimality, overlap / ROC.
 
 Every number is checked against an independent computation written here: explicit
 `Evaluator.run` calls on edge masks built from the edge space's parent/child arrays (not through
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import peap_widget as pw
-from peap_widget import quality as q
+from peap_widget.analysis import quality as q
 from peap_widget.errors import PeapError
 from peap_widget.models import groundtruth as gt
 

@@ -1,7 +1,7 @@
 """Circuit quality in the widgets, in real Chromium (built bundles on `to_html` pages served from
 loopback): the FaithfulnessCurves ROC view, and the CircuitExplorer's completeness / minimality
 button answered by the explorer's own kernel handler, with numbers checked against the Python
-API (`peap_widget.quality`) called separately; the hover card's head-function scores."""
+API (`peap_widget.analysis.quality`) called separately; the hover card's head-function scores."""
 
 import json
 
@@ -11,7 +11,7 @@ import pytest
 from browser import open_standalone, screenshot, serve
 
 import peap_widget as pw
-from peap_widget import quality as q
+from peap_widget.analysis import quality as q
 from peap_widget.models import groundtruth as gt
 
 SEL = "window.peapWidgets[0].model.get('selection')"

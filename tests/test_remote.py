@@ -21,8 +21,9 @@ import pytest
 import torch
 
 import peap_widget as pw
-from peap_widget import heads, remote
-from peap_widget.examples import tiny_model, tiny_records
+from peap_widget.analysis import heads
+from peap_widget.runtime import remote
+from peap_widget.models.examples import tiny_model, tiny_records
 
 
 def _local_pair(family: str):
@@ -68,7 +69,7 @@ def test_dry_run_hides_the_package_unless_registered():
     would on a server without peap_widget: the dry run is a real check."""
     from cloudpickle import unregister_pickle_by_value
 
-    from peap_widget.evaluate import clean_logits
+    from peap_widget.engine.evaluate import clean_logits
 
     model, ds = _local_pair("gpt2")
     batch = ds.batch([0, 1])
@@ -186,7 +187,7 @@ def test_ndif_evaluation_and_curve_equal_local(served, family):
 
 @pytest.mark.ndif
 def test_ndif_discover_cli(served, tmp_path):
-    from peap_widget.cli import main
+    from peap_widget.app.cli import main
 
     local, far, ds = served["gpt2"]
     data = tmp_path / "task.jsonl"
@@ -306,7 +307,7 @@ def test_dry_run_leaves_the_package_classes_alone():
     shipped copies (cloudpickle tracks by-value classes by id): after a dry run every class
     still has its own methods, and a method that imports relatively still works."""
     from peap_widget.arch.base import Adapter
-    from peap_widget.graph import Graph, GraphConfig
+    from peap_widget.graph.space import Graph, GraphConfig
 
     model, ds = _local_pair("gpt2")
     methods = {cls: dict(vars(cls)) for cls in (Adapter, Graph, GraphConfig, type(model))}

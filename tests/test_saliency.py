@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import peap_widget as pw
-from peap_widget.examples import tiny_model, tiny_records
+from peap_widget.models.examples import tiny_model, tiny_records
 from peap_widget.suggest import Suggestion
 from peap_widget.suggest.saliency import (SaliencySuggester, saliency_schema, spans_from_positions,
                                           suggest_from_saliency, token_saliency)

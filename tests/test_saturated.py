@@ -28,7 +28,7 @@ import brute_force as bf  # noqa: E402
 from tiny import SCHEMA, tiny_gpt2, tiny_records  # noqa: E402
 
 import peap_widget as pw  # noqa: E402
-from peap_widget.scores import leave_one_out, sigmoid_shift  # noqa: E402
+from peap_widget.engine.scores import leave_one_out, sigmoid_shift  # noqa: E402
 
 KEY_COLS = ["kind", "src", "dst", "src_span", "dst_span"]
 FACTORS = (1, 2, 3, 4, 8)

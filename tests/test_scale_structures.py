@@ -10,8 +10,8 @@ import pytest
 
 import peap_widget as pw
 from peap_widget import PeapError
-from peap_widget.circuit import Units, _units, top_indices
-from peap_widget.graph import QKV, EdgeSpace, Graph, GraphConfig
+from peap_widget.circuits.circuit import Units, _units, top_indices
+from peap_widget.graph.space import QKV, EdgeSpace, Graph, GraphConfig
 
 SPACES = [  # (layers, heads, parallel, spans, crossing)
     (2, 3, False, ["A", "B", "C"], True),
@@ -207,7 +207,7 @@ def test_greedy_equals_the_reference(tiny_results, merge, absolute):
         for label, scores in score_variants(res.scores).items():
             want = reference_greedy(space, scores, merge, absolute)
             cache = {}
-            from peap_widget.circuit import greedy_order
+            from peap_widget.circuits.circuit import greedy_order
             got = greedy_order(space, scores, merge, absolute, cache)
             np.testing.assert_array_equal(got, want, err_msg=f"{res.method} {label}")
             # a lazily extended prefix is the same order
@@ -229,7 +229,7 @@ def test_greedy_equals_the_reference(tiny_results, merge, absolute):
 def test_greedy_modes_equal_the_reference(tiny_results, monkeypatch, walk, heads):
     """Thresholds low: the order is walked (from the start, or after a merged prefix), and/or
     residual streams' heads come from one vectorised pass: still the same order."""
-    import peap_widget.greedy as greedy
+    import peap_widget.circuits.greedy as greedy
 
     monkeypatch.setattr(greedy, "WALK", walk)
     monkeypatch.setattr(greedy, "HEADS", heads)

@@ -12,7 +12,7 @@ import pytest
 
 import peap_widget as pw
 from peap_widget.errors import PeapError
-from peap_widget.schema import Schema
+from peap_widget.data.schema import Schema
 from peap_widget.suggest.llm import (LLMSuggester, OpenAIBackend, TransformersBackend,
                                      propose_schema)
 

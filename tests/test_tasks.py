@@ -7,7 +7,7 @@ import torch
 
 import peap_widget as pw
 from peap_widget import DatasetError
-from peap_widget.tokenizer import pieces, word_level_tokenizer
+from peap_widget.data.tokenizer import pieces, word_level_tokenizer
 
 
 def toy_tokenizer(*tasks):

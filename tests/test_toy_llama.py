@@ -1,18 +1,31 @@
 """The shipped toy-ioi-llama model (peap_widget/models/toy-ioi-llama/): a Llama model (grouped-query
 attention, rotary positions) that loads through plain transformers and does IOI on names and
 templates it was not trained on. The prompts come from the training script's own generators and
-splits (`peap_widget.models.train`), with seeds it does not use; the figures are computed here
+splits (`training/train_toy_models.py`, outside the package), with seeds it does not use; the figures are computed here
 with plain HF forward passes, not with the training script's evaluation code."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import peap_widget as pw
-from peap_widget.models import train
-from peap_widget.tasks.ioi import NAMES
+from peap_widget.data.tasks.ioi import NAMES
 from test_toy_models import last_logits
+
+
+def _training_script():
+    """The training script is not in the import path (it is not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "training" / "train_toy_models.py"
+    spec = importlib.util.spec_from_file_location("train_toy_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _training_script()
 
 NAME = "toy-ioi-llama"
 # Not a seed the training script uses (data 1000 * seed + k, evaluation 10001-10005, + 7919 * chunk).

@@ -1,3 +1,3 @@
 """Tiny models and datasets shared by the tests (random weights, built in memory, offline)."""
 
-from peap_widget.examples import NAMES, SCHEMA, WORDS, tiny_gpt2, tiny_records, tiny_tokenizer  # noqa: F401
+from peap_widget.models.examples import NAMES, SCHEMA, WORDS, tiny_gpt2, tiny_records, tiny_tokenizer  # noqa: F401

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UnsupportedArchitectureError
-from ..graph import GraphConfig
+from ..graph.space import GraphConfig
 from .family import Family
 
 

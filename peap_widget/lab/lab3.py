@@ -11,7 +11,7 @@ from .lab4 import _points
 
 def _spans_of(answer) -> list[dict]:
     """Per-example {span: [s, e]} from an editor, a Dataset, records or span dicts."""
-    from ..data import Dataset
+    from ..data.dataset import Dataset
 
     obj = answer
     rows = getattr(obj, "annotations", None)
@@ -64,7 +64,7 @@ def annotation(answer, task, model, examples: Sequence[int] | None = None):
 def broken_rule(answer, spans, n_tokens: int, schema):
     """The rule (``SchemaError.rule``) the given annotation breaks."""
     from ..errors import SchemaError
-    from ..schema import Schema
+    from ..data.schema import Schema
 
     schema = schema if isinstance(schema, Schema) else Schema(list(schema))
     try:

@@ -14,7 +14,7 @@ _EVALUATORS: dict = {}
 
 
 def faithfulness(model, ds, circuit) -> float:
-    from ..evaluate import Evaluator
+    from ..engine.evaluate import Evaluator
 
     key = (id(getattr(model, "hf", model)), _ds_key(ds))
     if key not in _EVALUATORS:

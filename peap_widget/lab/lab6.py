@@ -19,7 +19,7 @@ _EVALUATORS: dict = {}
 
 def evaluator(model, ds):
     """One cached `Evaluator` per (model, data), separate from the notebook's."""
-    from ..evaluate import Evaluator
+    from ..engine.evaluate import Evaluator
 
     key = (id(getattr(model, "hf", model)), _ds_key(ds))
     if key not in _EVALUATORS:
@@ -173,7 +173,7 @@ def completeness(answer, circuit, model, ds, n_samples: int = 10, p: float = 0.5
     circ = circuit_of(circuit)
     full = circ.copy()
     full.in_rows[:] = True
-    from ..quality import circuit_nodes
+    from ..analysis.quality import circuit_nodes
 
     nodes = circuit_nodes(circ)     # its order defines which random subsets a seed draws
     rng = np.random.default_rng(seed)

@@ -88,7 +88,7 @@ def edge_label(u: str, v: str, span: str | None = None) -> str:
 def circuit_of(obj, edited: bool = False):
     """A `Circuit` from a circuit, or a widget / object holding one in ``.circuit``. With
     ``edited``, an explorer nobody has pruned yet counts as a blank answer."""
-    from ..circuit import Circuit
+    from ..circuits.circuit import Circuit
 
     if edited and isinstance(getattr(obj, "selection", None), dict):
         sel = obj.selection

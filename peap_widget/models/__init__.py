@@ -39,13 +39,13 @@ def path(name: str) -> Path:
     d = HERE / what
     if not (d / "config.json").exists():
         raise PeapError(f"the weights of {name!r} are missing from {d}; rebuild them with "
-                        f"python -m peap_widget.models.train {name}")
+                        f"python training/train_toy_models.py {name}")
     return d
 
 
 def load(name: str, device=None, dtype=None):
     """A shipped model by name, ready for `peap_widget.attribute` (a `peap_widget.Model`)."""
-    from ..model import load_model
+    from ..runtime.model import load_model
 
     kind, what = _entry(name)
     if kind == "dir":

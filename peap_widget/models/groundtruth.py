@@ -93,7 +93,7 @@ import random
 import numpy as np
 import torch
 
-from ..tokenizer import word_level_tokenizer
+from ..data.tokenizer import word_level_tokenizer
 
 SCHEMA = ["pre", "A1", "B", "mid", "A2"]
 FILLERS = ["so", "then", "well", "oh", "um", "and"]
@@ -257,7 +257,7 @@ def build_hf(dtype=torch.float32):
 def build(device=None, dtype=None):
     """The registry entry: the hand-built model as a `peap_widget.Model` (float32 unless
     ``dtype`` says otherwise)."""
-    from ..model import load_model
+    from ..runtime.model import load_model
 
     hf, tok = build_hf()
     return load_model(hf, tokenizer=tok, device=device, dtype=dtype)

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from ..schema import Schema
+from ..data.schema import Schema
 
 Progress = Callable[[int, int, dict], None]
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PeapError, SchemaError
-from ..schema import Schema, ranges_from_starts
+from ..data.schema import Schema, ranges_from_starts
 from .base import Progress, Suggestion
 from .llm_backends import (CallableBackend, OpenAIBackend, Reply, TransformersBackend,
                            as_backend)

@@ -30,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..data import max_positions
+from ..data.dataset import max_positions
 from ..errors import PeapError
 
 Messages = list[dict]

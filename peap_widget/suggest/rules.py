@@ -5,7 +5,7 @@ is fixed by where each span starts. A `RuleTagger` holds one rule per span, in s
 each rule looks at the clean text and returns the character where its span starts, searching
 from where the previous rule's match ended (``after=True``, the default) or from the start of
 the prompt. The character starts become character ranges ``[start_i, start_(i+1))`` and go
-through the same mapping the task loader uses (`peap_widget.tasks.base.token_spans`: a token
+through the same mapping the task loader uses (`peap_widget.data.tasks.base.token_spans`: a token
 belongs to the span holding its first non-space character), so a rule tagger and a task's
 ``char_spans`` agree token for token.
 
@@ -43,12 +43,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PeapError
-from ..schema import Schema
-from ..tasks.base import token_spans
-from ..tasks.ioi import NAMES as IOI_NAMES
+from ..data.schema import Schema
+from ..data.tasks.base import token_spans
+from ..data.tasks.ioi import NAMES as IOI_NAMES
 from .base import Progress, Suggestion
 
-#: the IOI generator's names (`peap_widget.tasks.ioi.NAMES`), a ready word list for `word`
+#: the IOI generator's names (`peap_widget.data.tasks.ioi.NAMES`), a ready word list for `word`
 NAMES = tuple(IOI_NAMES)
 _WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")   # words, and punctuation marks as words
 
@@ -331,7 +331,7 @@ class RuleTagger:
 
 
 def IOI(tokenizer=None, order: str = "ABBA", names: Sequence[str] = NAMES) -> RuleTagger:
-    """The built-in IOI schemas (`peap_widget.tasks.ioi`): ``order="ABBA"`` (IO first),
+    """The built-in IOI schemas (`peap_widget.data.tasks.ioi`): ``order="ABBA"`` (IO first),
     ``"BABA"`` (S1 first) or ``"both"`` (first two names ``N1``, ``N2``); the checks leave out
     prompts of the other order."""
     first, second = {"ABBA": ("IO", "S1"), "BABA": ("S1", "IO"), "both": ("N1", "N2")}[order]
@@ -345,7 +345,7 @@ def IOI(tokenizer=None, order: str = "ABBA", names: Sequence[str] = NAMES) -> Ru
 
 
 def GREATER_THAN(tokenizer=None) -> RuleTagger:
-    """The built-in greater-than schema (`peap_widget.tasks.greater_than`)."""
+    """The built-in greater-than schema (`peap_widget.data.tasks.greater_than`)."""
     return RuleTagger([
         word("The", "The"), next_word("NOUN"), word("lasted", "lasted"), word("from", "from"),
         word("the1", "the"), word("year1", "year"), regex("XX1", r"\d\d(?=\d\d)"),

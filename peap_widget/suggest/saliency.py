@@ -52,13 +52,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from .. import remote
-from ..attribution import frozen_parameters
-from ..data import Dataset
+from ..runtime import remote
+from ..engine.attribution import frozen_parameters
+from ..data.dataset import Dataset
 from ..errors import PeapError
-from ..metrics import last_token_logits, resolve_metric
-from ..model import model_lock
-from ..schema import Schema
+from ..engine.metrics import last_token_logits, resolve_metric
+from ..runtime.model import model_lock
+from ..data.schema import Schema
 from .base import Progress, Suggestion
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ def token_saliency(model, ds: Dataset, k: int | None = 3, rank_by: str | None = 
 
 
 def batch_scores(model, batch, metric_fn) -> dict[str, torch.Tensor]:
-    """Job (`peap_widget.remote`): [B, T] float64 scores of one batch: two traces that only
+    """Job (`peap_widget.runtime.remote`): [B, T] float64 scores of one batch: two traces that only
     read and save, then arithmetic (on a remote model only the [B, T] scores come back)."""
     ad, nn = model.adapter, model.nn
     batch = remote.batch_on(batch, model.device)

@@ -58,9 +58,9 @@ import time
 import numpy as np
 import traitlets as t
 
-from ..circuit import Circuit, _units, top_indices
+from ..circuits.circuit import Circuit, _units, top_indices
 from ..errors import PeapError
-from ..evaluate import Evaluator
+from ..engine.evaluate import Evaluator
 from .base import PeapWidget
 from .curves import curve_series, json_number
 
@@ -388,7 +388,7 @@ class CircuitExplorer(PeapWidget):
             self.head_info = head_details_for(model, dataset)
         curve_obj = curves
         if curve_obj is None and model is not None:
-            from ..curves import faithfulness_curve
+            from ..analysis.curves import faithfulness_curve
 
             sizes = curve_sizes or (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
             curve_obj = faithfulness_curve(model, dataset, {result.method.upper(): result},
@@ -575,7 +575,7 @@ class CircuitExplorer(PeapWidget):
         Example:
             >>> explorer.compute_quality()["completeness"]["worst_gap"]     # doctest: +SKIP
         """
-        from ..quality import completeness, minimality
+        from ..analysis.quality import completeness, minimality
 
         if self._evaluator is None:
             raise PeapError("this explorer has no model and dataset to evaluate with")
@@ -729,7 +729,7 @@ def _mean_lengths(result):
 
 def head_details_for(model, dataset, k: int = 5) -> dict:
     """Hover cards for heads: OV logit lens and mean attention per span pair."""
-    from ..heads import ov_promotions, span_attention
+    from ..analysis.heads import ov_promotions, span_attention
 
     att = span_attention(model, dataset)
     info = ov_promotions(model, dataset, k=k)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import traitlets as t
 
-from ..curves import FaithfulnessCurve
+from ..analysis.curves import FaithfulnessCurve
 from ..errors import PeapError
 from .base import PeapWidget
 
@@ -131,7 +131,7 @@ def roc_series(roc, max_points: int = 400) -> list[dict]:
     """The widget's ``roc_series`` trait from a `pw.RocCurve`, a list of them or ``{name:
     RocCurve}``: ``[{name, auroc, n_pos, n_neg, points: [[fpr, tpr], ...]}]`` (points thinned to
     about ``max_points`` per curve; the AUROC is the exact one)."""
-    from ..quality import RocCurve
+    from ..analysis.quality import RocCurve
 
     if roc is None:
         return []
@@ -246,7 +246,7 @@ class FaithfulnessCurves(PeapWidget):
             >>> from peap_widget.models import groundtruth as gt                      # doctest: +SKIP
             >>> pw.FaithfulnessCurves.roc({"PEAP": peap}, gt.true_edge_mask(peap.edges))  # doctest: +SKIP
         """
-        from ..quality import roc_curves
+        from ..analysis.quality import roc_curves
 
         return cls(curves, roc=roc_curves(results, truth, absolute), title=title,
                    view="roc", **kwargs)

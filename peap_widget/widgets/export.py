@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import PeapError
-from ..jsonio import finite_or_none
+from ..util.jsonio import finite_or_none
 from .base import STATIC
 
 _LOADER = """<script type="module">

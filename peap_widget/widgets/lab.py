@@ -12,10 +12,10 @@ import time
 
 import ipywidgets as W
 
-from ..attribution import attribute
-from ..curves import MIB_FRACTIONS, faithfulness_curve
+from ..engine.attribution import attribute
+from ..analysis.curves import MIB_FRACTIONS, faithfulness_curve
 from ..errors import PeapError
-from ..evaluate import Evaluator
+from ..engine.evaluate import Evaluator
 from .circuit_explorer import CircuitExplorer
 from .curves import FaithfulnessCurves, current_point
 from .export import to_html

@@ -50,10 +50,10 @@ from pathlib import Path
 
 import traitlets as t
 
-from ..data import FORMAT, Dataset, _encode, _tokenizer_of
+from ..data.dataset import FORMAT, Dataset, _encode, _tokenizer_of
 from ..errors import DatasetError, PeapError, SchemaError, _where
-from ..jsonio import finite_or_none
-from ..schema import Schema
+from ..util.jsonio import finite_or_none
+from ..data.schema import Schema
 from .base import PeapWidget
 
 #: Span type colours, in the order new span types get them (Tableau 10).

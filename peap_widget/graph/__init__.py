@@ -1,0 +1,13 @@
+"""Layer 2, graph: a model's computation graph as index arithmetic. `GraphConfig` / `Graph`
+name the nodes and slots, `EdgeSpace` numbers every (positional) edge and turns rows into names
+and back; nothing here touches a model.
+
+Example:
+    >>> g = Graph(GraphConfig(n_layers=2, n_heads=2))
+    >>> g.n_nodes, g.node_names[:3]
+    (8, ['input', 'a0.h0', 'a0.h1'])
+"""
+
+from .space import KEY_COLUMNS, MAX_ROWS, QKV, EdgeSpace, Graph, GraphConfig, edge_table
+
+__all__ = ["KEY_COLUMNS", "MAX_ROWS", "QKV", "EdgeSpace", "Graph", "GraphConfig", "edge_table"]
