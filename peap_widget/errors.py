@@ -5,7 +5,7 @@ class PeapError(ValueError):
     """Base class of peap_widget's input errors."""
 
 
-def _where(example, label, name) -> str:
+def where_prefix(example, label, name) -> str:
     """``"example 3, span 'S2': "``-style prefix naming where a problem is."""
     parts = ([] if example is None else [f"example {example}"]) + \
             ([] if name is None else [f"{label} {name!r}"])
@@ -30,7 +30,7 @@ class SchemaError(PeapError):
 
     def __init__(self, message: str, *, example: int | None = None, span: str | None = None,
                  rule: str = "schema"):
-        super().__init__(f"{_where(example, 'span', span)}{message} [rule: {rule}]")
+        super().__init__(f"{where_prefix(example, 'span', span)}{message} [rule: {rule}]")
         self.example = example
         self.span = span
         self.rule = rule
@@ -40,7 +40,7 @@ class DatasetError(PeapError):
     """A record cannot be used (missing field, answer not one token, length mismatch...)."""
 
     def __init__(self, message: str, *, example: int | None = None, field: str | None = None):
-        super().__init__(_where(example, "field", field) + message)
+        super().__init__(where_prefix(example, "field", field) + message)
         self.example = example
         self.field = field
 

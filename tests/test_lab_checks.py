@@ -492,7 +492,7 @@ def test_magics_open_widgets_on_notebook_variables(shell, tiny_results):
         set(shell.magics_manager.magics["line"])
     ex = shell.run_line_magic("peap_explore", "res")
     assert isinstance(ex, pw.CircuitExplorer) and ex.result is res and ex.model is None
-    ex = shell.run_line_magic("peap_explore", "res model ds n_edges=7 curves=[]")
+    ex = shell.run_line_magic("peap_explore", "res model ds --n-edges 7 --curves []")
     assert ex.model is model and ex.evaluation["n_edges"] <= 7
     ed = shell.run_line_magic("peap_schema", "ds")
     assert isinstance(ed, pw.SchemaEditor) and ed.dataset.to_records() == ds.to_records()
@@ -502,7 +502,7 @@ def test_magics_open_widgets_on_notebook_variables(shell, tiny_results):
     assert isinstance(lab_widget, pw.CircuitLab)
     curve = pw.faithfulness_curve(model, ds, res, sizes=[5, 50], progress=False)
     shell.user_ns["curve"] = curve
-    cw = shell.run_line_magic("peap_curves", "curve x=n_real_edges")
+    cw = shell.run_line_magic("peap_curves", "curve --x n_real_edges")
     assert isinstance(cw, pw.FaithfulnessCurves) and cw.x == "n_real_edges"
     shell.user_ns["box"] = type("Box", (), {"res": res})()
     assert shell.run_line_magic("peap_explore", "box.res").result is res    # dotted names
@@ -524,8 +524,10 @@ def test_magics_say_what_is_wrong(shell, tiny_results):
         shell.run_line_magic("peap_lab", "model")
     with pytest.raises(UsageError, match="both a model and a dataset"):
         shell.run_line_magic("peap_explore", "res model")
-    with pytest.raises(UsageError, match="unknown option"):
-        shell.run_line_magic("peap_explore", "res colour=red")
+    with pytest.raises(UsageError, match=r"(?s)usage: %peap_explore.*--n-edges.*unrecognized arguments: --colour"):
+        shell.run_line_magic("peap_explore", "res --colour red")
+    with pytest.raises(UsageError, match="not key=variable"):
+        shell.run_line_magic("peap_check", "lab1.n_edges n model")
     with pytest.raises(UsageError, match="has no attribute 'nope'"):
         shell.run_line_magic("peap_explore", "res.nope")
     shell.user_ns["records"] = ds.to_records()
@@ -553,3 +555,5 @@ def test_magic_check_runs_checks_and_summaries(shell, capsys, tiny_results):
     s = shell.run_line_magic("peap_check", "lab1")
     assert s.passed == 1 and "lab1.clean_logit_diff" in s.missing()
     assert shell.run_line_magic("peap_check", "").passed == 1
+    # the usage comes from IPython's magic_arguments: %peap_explore? shows it
+    assert "--n-edges" in shell.find_line_magic("peap_explore").__doc__

@@ -87,7 +87,8 @@ class Batch:
         return (self.span_ids[:, None, :] == s[None, :, None]).to(dtype)
 
 
-def _tokenizer_of(model_or_tokenizer):
+def tokenizer_of(model_or_tokenizer):
+    """The tokenizer of a `pw.Model` (or the tokenizer itself); a clear error without one."""
     tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
     if tok is None or not callable(tok):
         raise DatasetError("need a model with a tokenizer (pw.load_model(..., tokenizer=...)) "
@@ -117,7 +118,7 @@ class Dataset:
         records = list(records)
         if not records:
             raise DatasetError("the dataset is empty: give at least one record")
-        tok = _tokenizer_of(model)
+        tok = tokenizer_of(model)
         if schema is None:
             first = records[0].get("spans") if isinstance(records[0], Mapping) else None
             if not isinstance(first, Mapping) or not first:
@@ -356,7 +357,8 @@ def peap_csv_records(df, schema=None) -> tuple[list[str], list[dict]]:
     return names, records
 
 
-def _encode(tok, text: str) -> list[int]:
+def encode_text(tok, text: str) -> list[int]:
+    """Token ids of ``text`` exactly as ``tok`` encodes it (its own special tokens included)."""
     return list(tok(text)["input_ids"])
 
 
@@ -411,7 +413,7 @@ def _make_example(i: int, rec, schema: Schema, tok) -> Example:
     for f in ("clean", "correct", "incorrect"):
         if not isinstance(rec[f], str):
             raise DatasetError(f"must be a string, got {type(rec[f]).__name__}", example=i, field=f)
-    clean_ids = _encode(tok, rec["clean"])
+    clean_ids = encode_text(tok, rec["clean"])
     stated = rec.get("_length")
     if stated is not None and stated != len(clean_ids):
         raise DatasetError(f"the CSV says length {stated} but the prompt encodes to "
@@ -423,7 +425,7 @@ def _make_example(i: int, rec, schema: Schema, tok) -> Example:
         if not isinstance(corrupted, str):
             raise DatasetError(f"must be a string, got {type(corrupted).__name__}",
                                example=i, field="corrupted")
-        corrupted_ids = _encode(tok, corrupted)
+        corrupted_ids = encode_text(tok, corrupted)
         if len(corrupted_ids) != len(clean_ids):
             raise DatasetError(
                 f"the corrupted prompt encodes to {len(corrupted_ids)} tokens but the clean one to "

@@ -225,9 +225,9 @@ def load_peap_paper(clean_csv, counterfactual_csv, model, *, spans: Sequence[str
 
     The result has ``ds.paper_report`` (a `PaperReport`: offset, spans, roles, rows kept).
     """
-    from .dataset import Dataset, _tokenizer_of
+    from .dataset import Dataset, tokenizer_of
 
-    tok = _tokenizer_of(model)
+    tok = tokenizer_of(model)
     clean = read_table(clean_csv)
     cf = read_table(counterfactual_csv) if counterfactual_csv is not None else None
     roles, answers, used = _resolve_roles(clean, columns, answers)

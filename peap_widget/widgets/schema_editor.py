@@ -50,8 +50,8 @@ from pathlib import Path
 
 import traitlets as t
 
-from ..data.dataset import FORMAT, Dataset, _encode, _tokenizer_of
-from ..errors import DatasetError, PeapError, SchemaError, _where
+from ..data.dataset import FORMAT, Dataset, encode_text, tokenizer_of
+from ..errors import DatasetError, PeapError, SchemaError, where_prefix
 from ..util.jsonio import finite_or_none
 from ..data.schema import Schema
 from .base import PeapWidget
@@ -690,7 +690,7 @@ def _load_source(dataset, schema, model) -> dict:
                                "or pass a pw.Dataset")
         if not dataset:
             raise DatasetError("the dataset is empty: give at least one record")
-        tokenizer = _tokenizer_of(model)
+        tokenizer = tokenizer_of(model)
         tokens, records, span_dicts = [], [], []
         for i, rec in enumerate(dataset):
             if not isinstance(rec, Mapping):
@@ -701,7 +701,7 @@ def _load_source(dataset, schema, model) -> dict:
             if not isinstance(spans, Mapping):
                 raise DatasetError("spans must be a mapping {name: [start, end)}", example=i,
                                    field="spans")
-            ids = _encode(tokenizer, rec["clean"])
+            ids = encode_text(tokenizer, rec["clean"])
             tokens.append([str(x) for x in tokenizer.convert_ids_to_tokens(ids)])
             records.append({k: v for k, v in rec.items() if k != "spans"})
             span_dicts.append(dict(spans))
@@ -935,7 +935,7 @@ def _color(color) -> str:
 def _bare(err: SchemaError) -> str:
     """A SchemaError's message without its "example i, span 'x': " prefix and rule suffix."""
     msg = str(err)
-    prefix, suffix = _where(err.example, "span", err.span), f" [rule: {err.rule}]"
+    prefix, suffix = where_prefix(err.example, "span", err.span), f" [rule: {err.rule}]"
     msg = msg[len(prefix):] if msg.startswith(prefix) else msg
     return msg[: -len(suffix)] if msg.endswith(suffix) else msg
 
