@@ -2,6 +2,7 @@
 
     >>> model = pw.models.load("toy-ioi")      # a trained GPT-2-architecture model + tokenizer
     >>> pw.models.names()
+    ['induction-groundtruth', 'toy-greater-than', 'toy-ioi', 'toy-ioi-llama']
 
 Trained models are directories saved with ``save_pretrained`` (safetensors weights, config,
 tokenizer, ``training_log.json``) and load through the same real code path as any HF model

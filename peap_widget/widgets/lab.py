@@ -50,10 +50,17 @@ class CircuitLab(W.VBox):
         curve_sizes: circuit sizes for the curves (default MIB's fractions).
 
     Example:
-        >>> lab = pw.CircuitLab(model, ds)          # doctest: +SKIP
-        >>> lab                                     # annotate, press Run, prune, compare
+        >>> model = pw.models.load("toy-ioi")
+        >>> ds = pw.tasks.get("ioi", n=8).dataset(model)
+        >>> lab = pw.CircuitLab(model, ds)
+        >>> lab                                     # doctest: +SKIP
+        >>> # (in the notebook: annotate, press Run, prune, compare)
         >>> lab.run()                               # or run from Python
-        >>> lab.explorer.circuit, lab.results["PEAP"]
+        True
+        >>> sorted(lab.results)
+        ['EAP', 'PEAP']
+        >>> lab.explorer.circuit                    # what the explorer shows
+        Circuit(... edges (... rows), ...% of the graph, ...)
     """
 
     def __init__(self, model, dataset, path=None, methods=("peap", "eap"),

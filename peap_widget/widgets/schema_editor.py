@@ -1,10 +1,17 @@
 """SchemaEditor: tag the token spans of every example by hand, in a notebook or an offline page.
 
 Example:
-    >>> editor = pw.SchemaEditor(ds, path="ioi_spans.json")          # doctest: +SKIP
-    >>> editor                                  # annotate in the notebook; autosaved on each change
-    >>> editor.validation()                     # invalid examples: example, span, rule, message
-    >>> ds2 = editor.dataset                    # a pw.Dataset once every example is valid
+    >>> model = pw.models.load("toy-ioi")
+    >>> ds = pw.tasks.get("ioi", n=4).dataset(model)
+    >>> editor = pw.SchemaEditor(ds, path="ioi_spans.json")
+    >>> editor                                  # doctest: +SKIP
+    >>> # (annotate in the notebook; autosaved on each change)
+    >>> editor.set_spans(0, {"IO": None}); len(editor.validation())   # invalid examples
+    1
+    >>> editor.set_spans(0, ds.examples[0].span_dict(ds.schema)); len(editor.validation())
+    0
+    >>> editor.dataset                          # a pw.Dataset once every example is valid
+    Dataset(4 examples, ...)
 
 State (the synced traits; the front end edits the first two):
 

@@ -1,8 +1,14 @@
 """Built-in tasks and the loader for your own files.
 
-    >>> task = pw.tasks.get("ioi", n=100)          # or "greater-than"
+    >>> model = pw.models.load("toy-ioi")
+    >>> task = pw.tasks.get("ioi", n=8)            # or "greater-than"
     >>> ds = task.dataset(model)                   # spans mapped to the model's tokens
-    >>> task = pw.tasks.from_file("mine.jsonl")    # or a PEAP CSV
+    >>> len(ds), ds.schema.spans[:4]
+    (8, ('prefix', 'IO', 'and', 'S1'))
+    >>> task.to_jsonl("mine.jsonl")                # one record per line
+    PosixPath('mine.jsonl')
+    >>> pw.tasks.from_file("mine.jsonl")           # or a PEAP CSV
+    Task('mine', 8 records, schema=['prefix', 'IO', 'and', 'S1', 'S1+1', 'action1', 'S2', 'action2', 'to'])
 """
 
 from __future__ import annotations
