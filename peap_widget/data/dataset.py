@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from ..errors import DatasetError, PeapError, SchemaError, in_file
 from ..util.jsonio import dump_json, load_json, read_text
@@ -30,7 +30,20 @@ from .schema import Ranges, Schema, ranges_from_starts
 FORMAT = "peap_widget.dataset"
 RECORD_FIELDS = ("clean", "corrupted", "correct", "incorrect", "spans")
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
+    from transformers import PreTrainedTokenizerBase
+
+
+class HasTokenizer(Protocol):
+    """A `pw.Model`, or anything else that carries an HF tokenizer as ``.tokenizer``."""
+
+    tokenizer: Any
+
+
+#: what encodes prompts: a `pw.Model` (its tokenizer) or an HF tokenizer itself
+TokenizerSource = Union[HasTokenizer, "PreTrainedTokenizerBase"]
+
 
 CSV_FIELDS = ("prompt", "corrupted", "correct", "incorrect", "length")
 
@@ -99,7 +112,8 @@ def tokenizer_of(model_or_tokenizer):
 class Dataset:
     """Validated examples sharing one `Schema`, tokenized with one tokenizer."""
 
-    def __init__(self, schema: Schema, examples: list[Example], tokenizer=None):
+    def __init__(self, schema: Schema, examples: list[Example],
+                 tokenizer: PreTrainedTokenizerBase | None = None):
         if not examples:
             raise DatasetError("the dataset is empty: give at least one record")
         self.schema = schema
@@ -109,7 +123,7 @@ class Dataset:
     # --- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_records(cls, records: Sequence[Mapping], model, schema: Schema | Sequence[str] | None = None
+    def from_records(cls, records: Sequence[Mapping], model: TokenizerSource, schema: Schema | Sequence[str] | None = None
                      ) -> Dataset:
         """Tokenize and validate records (see the module docstring for their fields).
 
@@ -171,7 +185,7 @@ class Dataset:
 
     # --- batching -------------------------------------------------------------------------
 
-    def batches(self, batch_size: int | None = None, device=None, pad_id: int | None = None
+    def batches(self, batch_size: int | None = None, device: str | torch.device | None = None, pad_id: int | None = None
                 ) -> Iterator[Batch]:
         """Yield right-padded `Batch` objects of consecutive examples (all at once when None)."""
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -181,7 +195,7 @@ class Dataset:
         for start in range(0, n, size):
             yield self.batch(range(start, min(n, start + size)), device, pad_id)
 
-    def batch(self, indices, device=None, pad_id: int | None = None) -> Batch:
+    def batch(self, indices: Sequence[int], device: str | torch.device | None = None, pad_id: int | None = None) -> Batch:
         """One right-padded `Batch` of the examples at ``indices`` (any order)."""
         import torch
 
@@ -224,7 +238,7 @@ class Dataset:
         return dump_json(self.to_dict(), path, indent=1)
 
     @classmethod
-    def from_dict(cls, d: Mapping, model) -> Dataset:
+    def from_dict(cls, d: Mapping, model: TokenizerSource) -> Dataset:
         if not isinstance(d, Mapping) or "examples" not in d or "schema" not in d:
             raise DatasetError(f"not a {FORMAT} JSON document: it needs 'schema' and 'examples'")
         if not isinstance(d["examples"], list):
@@ -233,7 +247,7 @@ class Dataset:
         return cls.from_records(d["examples"], model, schema=Schema.from_dict(d["schema"]))
 
     @classmethod
-    def from_json(cls, path: str | Path, model) -> Dataset:
+    def from_json(cls, path: str | Path, model: TokenizerSource) -> Dataset:
         """Read a dataset written by `to_json`; any problem raises a `PeapError` naming the file
         (and the example)."""
         d = load_json(read_text(path, "dataset JSON", DatasetError), str(path), DatasetError)
@@ -242,7 +256,7 @@ class Dataset:
         except PeapError as err:
             raise in_file(err, path) from None
 
-    def require_model(self, model) -> None:
+    def require_model(self, model: HasTokenizer) -> None:
         """Check that this dataset can run on ``model``: tokenized with the same vocabulary, every
         token id inside its embedding, every prompt within its positions. Raises
         `DatasetError` naming the first example that cannot."""
@@ -253,7 +267,7 @@ class Dataset:
 
     # --- PEAP CSV ----------------------------------------------------------------------------
 
-    def to_peap_csv(self, path: str | Path | None = None):
+    def to_peap_csv(self, path: str | Path | None = None) -> pd.DataFrame:
         """PEAP's CSV form: ``prompt``, ``corrupted``, ``correct``, ``incorrect``, one column per
         span holding its first token index, and ``length``. Returns the DataFrame."""
         import pandas as pd
@@ -271,7 +285,7 @@ class Dataset:
         return df
 
     @classmethod
-    def from_peap_csv(cls, path_or_frame, model, schema: Schema | Sequence[str] | None = None
+    def from_peap_csv(cls, path_or_frame: str | Path | pd.DataFrame, model: TokenizerSource, schema: Schema | Sequence[str] | None = None
                       ) -> Dataset:
         """Read PEAP's CSV form. Span columns are every column that is not one of
         ``prompt, corrupted, correct, incorrect, length`` (in file order) unless ``schema`` is given."""
@@ -286,7 +300,8 @@ class Dataset:
             raise (err if frame else in_file(err, path_or_frame)) from None
 
     @classmethod
-    def from_peap_paper(cls, clean_csv, counterfactual_csv, model, **options) -> Dataset:
+    def from_peap_paper(cls, clean_csv: str | Path, counterfactual_csv: str | Path,
+                        model: TokenizerSource, **options) -> Dataset:
         """Read the PEAP paper's released files (``data/<model>/<task>/{human_baseline,agent,
         agent_with_mask}/*.csv``): a clean file and its counterfactual file, answers in
         ``correct_token`` / ``wrong_token`` (greater-than: ``label``), metadata columns kept

@@ -39,9 +39,13 @@ import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DatasetError, PeapError, SchemaError
 from .schema import Schema, ranges_from_starts
+
+if TYPE_CHECKING:
+    from .dataset import Dataset, TokenizerSource
 
 #: columns of the paper's files that are not spans (kept as metadata)
 META_COLUMNS = ("prompt_id", "id", "pair_id", "label", "split", "top_answer", "top_answer_prob",
@@ -202,10 +206,11 @@ def _greater_than_answers(table, k, column) -> tuple[str, str]:
     return f"{yy + 1:02d}", f"{yy:02d}"
 
 
-def load_peap_paper(clean_csv, counterfactual_csv, model, *, spans: Sequence[str] | None = None,
+def load_peap_paper(clean_csv: str | Path, counterfactual_csv: str | Path,
+                    model: TokenizerSource, *, spans: Sequence[str] | None = None,
                     answers: str = "auto", columns: Mapping[str, str] | None = None,
                     bos_offset: int | str = "auto", bos_span: str | None = "BOS",
-                    split: str | Sequence[str] | None = None, ignore: Sequence[str] = ()):
+                    split: str | Sequence[str] | None = None, ignore: Sequence[str] = ()) -> Dataset:
     """A `Dataset` from one of the paper's clean files and its counterfactual file (row k of
     one pairs with row k of the other, as in the paper's code; ``counterfactual_csv=None`` reads
     the clean file alone).

@@ -23,13 +23,27 @@ AUROC in the legend:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Union
 
 import traitlets as t
 
 from ..analysis.curves import FaithfulnessCurve
 from ..errors import PeapError
 from .base import PeapWidget
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..analysis.quality import RocCurve
+    from ..circuits.circuit import Circuit
+    from ..circuits.result import AttributionResult
+    from ..engine.evaluate import EvalResult
+
+#: what the widget draws lines from: a curve, its table, or several of them
+Curves = Union[FaithfulnessCurve, "pd.DataFrame", Sequence, Mapping, None]
+#: ROC curves: one, a list, or ``{name: RocCurve}``
+Rocs = Union["RocCurve", Sequence, Mapping, None]
 
 #: y measures the widget can show (columns of `FaithfulnessCurve.table`).
 MEASURES = ("faithfulness", "soft", "hard", "kl")
@@ -222,9 +236,9 @@ class FaithfulnessCurves(PeapWidget):
     view = t.Unicode("faithfulness").tag(sync=True)
     roc_series = t.List(t.Dict()).tag(sync=True)
 
-    def __init__(self, curves=None, current=None, measure: str = "faithfulness",
-                 x: str = "fraction", title: str = "", roc=None, view: str | None = None,
-                 **kwargs):
+    def __init__(self, curves: Curves = None, current: dict | None = None,
+                 measure: str = "faithfulness", x: str = "fraction", title: str = "",
+                 roc: Rocs = None, view: str | None = None, **kwargs):
         notes = _notes(curves)
         kwargs.setdefault("refusal", notes["refusal"])
         kwargs.setdefault("warning", notes["warning"])
@@ -235,8 +249,8 @@ class FaithfulnessCurves(PeapWidget):
                          title=title, roc_series=rocs, view=view, **kwargs)
 
     @classmethod
-    def roc(cls, results, truth, absolute: bool = True, title: str = "", curves=None,
-            **kwargs) -> "FaithfulnessCurves":
+    def roc(cls, results: Mapping[str, AttributionResult], truth, absolute: bool = True,
+            title: str = "", curves: Curves = None, **kwargs) -> FaithfulnessCurves:
         """A widget showing the ROC curves of ``results`` against ``truth`` (the ROC view;
         ``curves`` adds the faithfulness view). ``results``: ``{name: result}``, a list of
         `AttributionResult` (named by method) or one; ``truth``: a bool mask over the edge
@@ -251,7 +265,7 @@ class FaithfulnessCurves(PeapWidget):
         return cls(curves, roc=roc_curves(results, truth, absolute), title=title,
                    view="roc", **kwargs)
 
-    def add_roc(self, roc):
+    def add_roc(self, roc: Rocs) -> FaithfulnessCurves:
         """Add ROC curves (a `pw.RocCurve`, list or ``{name: RocCurve}``). Returns self."""
         self.roc_series = _dedupe(list(self.roc_series) + roc_series(roc))
         return self
@@ -299,7 +313,8 @@ class FaithfulnessCurves(PeapWidget):
                         "points": [_point(p) for p in s["points"]]})
         return out
 
-    def set_current(self, circuit=None, result=None, label: str | None = None):
+    def set_current(self, circuit: Circuit | None = None, result: EvalResult | None = None,
+                    label: str | None = None) -> FaithfulnessCurves:
         """Highlight a circuit: its sizes from ``circuit`` (a `Circuit`), its faithfulness from
         ``result`` (its `EvalResult`). ``label`` defaults to the circuit's name. Returns self.
 
@@ -310,7 +325,7 @@ class FaithfulnessCurves(PeapWidget):
         self.current = current_point(circuit, result, label)
         return self
 
-    def add(self, curves):
+    def add(self, curves: Curves) -> FaithfulnessCurves:
         """Add the lines of another curve (or table, or list of them). Returns self.
 
         Example:

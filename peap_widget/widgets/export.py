@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import PeapError
 from ..util.jsonio import finite_or_none
-from .base import STATIC
+from .base import STATIC, PeapWidget
 
 _LOADER = """<script type="module">
 const b64 = document.getElementById("peap-standalone").textContent.trim();
@@ -109,7 +109,7 @@ def write_html(path, widgets, title: str = "peap_widget") -> Path:
     return path
 
 
-def to_html(path, *widgets, title: str = "peap_widget") -> Path:
+def to_html(path: str | Path, *widgets: PeapWidget, title: str = "peap_widget") -> Path:
     """Write several widgets to one standalone page.
 
     Example:

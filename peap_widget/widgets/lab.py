@@ -10,6 +10,10 @@ from __future__ import annotations
 import html
 import time
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import ipywidgets as W
 
 from ..engine.attribution import attribute
@@ -20,6 +24,10 @@ from .circuit_explorer import CircuitExplorer
 from .curves import FaithfulnessCurves, current_point
 from .export import to_html
 from .schema_editor import SchemaEditor
+
+if TYPE_CHECKING:
+    from ..data.dataset import Dataset
+    from ..runtime.model import Model
 
 TABS = ("1 · Schema", "2 · Attribute", "3 · Explore", "4 · Curves")
 
@@ -63,8 +71,10 @@ class CircuitLab(W.VBox):
         Circuit(... edges (... rows), ...% of the graph, ...)
     """
 
-    def __init__(self, model, dataset, path=None, methods=("peap", "eap"),
-                 ablation: str = "counterfactual", curve_sizes=None, batch_size: int | None = None):
+    def __init__(self, model: Model, dataset: Dataset | Sequence[Mapping],
+                 path: str | Path | None = None, methods: Sequence[str] = ("peap", "eap"),
+                 ablation: str = "counterfactual", curve_sizes: Sequence[float] | None = None,
+                 batch_size: int | None = None):
         self.model = model
         self.methods = tuple(methods)
         self.curve_sizes = curve_sizes
@@ -197,7 +207,7 @@ class CircuitLab(W.VBox):
         if self.curves is not None and ev and not ev.get("error") and ev.get("n_edges") is not None:
             self.curves.current = current_point(None, _Eval(ev), "current circuit")
 
-    def to_html(self, path, title: str = "Circuit lab"):
+    def to_html(self, path: str | Path, title: str = "Circuit lab") -> Path:
         """An offline page with the explorer and the curves (after `run`)."""
         if self.explorer is None:
             raise PeapError("nothing to export yet: run the attribution first (lab.run())")

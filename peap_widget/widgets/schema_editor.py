@@ -49,10 +49,11 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import traitlets as t
 
-from ..data.dataset import FORMAT, Dataset
+from ..data.dataset import FORMAT, Dataset, TokenizerSource
 from ..data.schema import Schema
 from ..errors import PeapError, SchemaError
 from ..util.jsonio import finite_or_none, write_atomic
@@ -60,6 +61,11 @@ from .annotations import (PALETTE, bare_message, hex_color, load_source, padded_
                           read_annotation_file, span_pair)
 from .base import PeapWidget
 from .suggestion_review import SuggestionReview
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..suggest.base import Suggester
 
 #: Span type colours, in the order new span types get them (Tableau 10).
 
@@ -142,7 +148,9 @@ class SchemaEditor(SuggestionReview, PeapWidget):
     #: per-token scores that shade the chips: ``{}`` or ``{"label", "scores": [[float | None]]}``
     saliency = t.Dict().tag(sync=True)
 
-    def __init__(self, dataset, schema=None, path=None, model=None, suggesters=None, **kwargs):
+    def __init__(self, dataset: Dataset | Sequence[Mapping], schema: Schema | Sequence[str] | None = None,
+                 path: str | Path | None = None, model: TokenizerSource | None = None,
+                 suggesters: Sequence[Suggester] | None = None, **kwargs):
         source = load_source(dataset, schema, model)
         state = {"span_types": source["span_types"], "annotations": source["annotations"]}
         path = Path(path).expanduser() if path is not None else None
@@ -206,7 +214,7 @@ class SchemaEditor(SuggestionReview, PeapWidget):
                 out.append(err)
         return out
 
-    def validation(self):
+    def validation(self) -> pd.DataFrame:
         """The invalid examples, one row each with the first rule broken (the same rules and
         messages as `Schema.validate` and the page): columns example, span, rule, message."""
         import pandas as pd
@@ -234,7 +242,7 @@ class SchemaEditor(SuggestionReview, PeapWidget):
 
     # --- editing -----------------------------------------------------------------------------
 
-    def set_spans(self, i: int, spans: Mapping[str, Sequence[int] | None], replace: bool = False):
+    def set_spans(self, i: int, spans: Mapping[str, Sequence[int] | None], replace: bool = False) -> None:
         """Set example ``i``'s spans ``{name: [start, end) or None}`` (None: not annotated).
         Spans not named keep their ranges unless ``replace``, which leaves them unannotated.
         Ranges are stored as given (validation reports what is wrong with them)."""
@@ -251,7 +259,7 @@ class SchemaEditor(SuggestionReview, PeapWidget):
         self.annotations = [ranges if j == i else r for j, r in enumerate(self.annotations)]
 
     def add_span_type(self, name: str, color: str | None = None, required: bool = False,
-                      index: int | None = None):
+                      index: int | None = None) -> None:
         """Add a span type at ``index`` (default: just before the last one). It starts empty in
         every annotated example (where an empty span fits, the examples stay valid)."""
         self._check_name(name)
@@ -272,22 +280,22 @@ class SchemaEditor(SuggestionReview, PeapWidget):
             rows.append(place_empty(row) if annotated else row)
         self._set(types, rows)
 
-    def rename_span_type(self, old: str, new: str):
+    def rename_span_type(self, old: str, new: str) -> None:
         """Rename a span type (its annotations keep)."""
         j = self._type_index(old)
         if new != old:
             self._check_name(new)
         self._update_type(j, name=new)
 
-    def set_color(self, name: str, color: str):
+    def set_color(self, name: str, color: str) -> None:
         """Recolour a span type (``"#rrggbb"``)."""
         self._update_type(self._type_index(name), color=hex_color(color))
 
-    def set_required(self, name: str, required: bool = True):
+    def set_required(self, name: str, required: bool = True) -> None:
         """Mark a span type as required (never empty) or optional; the last is always required."""
         self._update_type(self._type_index(name), required=bool(required))
 
-    def move_span_type(self, name: str, index: int):
+    def move_span_type(self, name: str, index: int) -> None:
         """Move a span type to position ``index`` of the schema (annotations move with it;
         empty spans take their place in the new order)."""
         j = self._type_index(name)
@@ -303,7 +311,7 @@ class SchemaEditor(SuggestionReview, PeapWidget):
             rows.append(place_empty(row))
         self._set(types, rows)
 
-    def remove_span_type(self, name: str):
+    def remove_span_type(self, name: str) -> None:
         """Delete a span type; its tokens become unlabelled in every example."""
         j = self._type_index(name)
         if len(self.span_types) == 1:
@@ -335,7 +343,7 @@ class SchemaEditor(SuggestionReview, PeapWidget):
             **({"suggestion": self.suggestion} if self.suggestion else {}),
         }
 
-    def save(self, path=None) -> Path:
+    def save(self, path: str | Path | None = None) -> Path:
         """Write the annotation file atomically (temp file + rename) to ``path`` (default: the
         autosave path). Returns the path."""
         target = Path(path).expanduser() if path is not None else self._path
