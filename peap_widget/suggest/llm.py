@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from ..errors import PeapError, SchemaError
 from ..data.schema import Schema, ranges_from_starts
 from .base import Progress, Suggestion
-from .llm_backends import (CallableBackend, OpenAIBackend, Reply, TransformersBackend,
+from .llm_backends import (Backend, CallableBackend, OpenAIBackend, Reply, TransformersBackend,
                            as_backend)
 
 __all__ = ["LLMSuggester", "ProposedSchema", "Usage", "propose_schema", "parse_json_answer",
@@ -223,7 +223,7 @@ def _parse_proposal(text) -> tuple[list[str], dict[str, str]]:
     return titles, desc
 
 
-def propose_schema(backend, examples: Sequence[Mapping], tokens: Sequence[Sequence[str]], *,
+def propose_schema(backend: Backend, examples: Sequence[Mapping], tokens: Sequence[Sequence[str]], *,
                    saliency: Sequence[Sequence[int] | None] | None = None, n_sample: int = 10,
                    seed: int = 0, task: str = "", max_retries: int = 2,
                    price_per_prompt_token: float | None = None,
@@ -307,9 +307,10 @@ class LLMSuggester:
     ``requests_without_usage`` and ``attempts`` (per example).
     """
 
-    def __init__(self, backend, schema, *, saliency: Sequence[Sequence[int] | None] | None = None,
-                 max_retries: int = 2, price_per_prompt_token: float | None = None,
-                 price_per_completion_token: float | None = None, task: str = "",
+    def __init__(self, backend: Backend,
+                 schema: Schema | Sequence[str] | Mapping[str, str] | ProposedSchema, *,
+                 saliency: Sequence[Sequence[int] | None] | None = None, max_retries: int = 2,
+                 price_per_prompt_token: float | None = None, price_per_completion_token: float | None = None, task: str = "",
                  show_progress: bool = True, name: str | None = None):
         if not isinstance(max_retries, int) or max_retries < 0:
             raise PeapError(f"max_retries must be an integer >= 0, got {max_retries!r}")

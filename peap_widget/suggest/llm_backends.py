@@ -28,12 +28,18 @@ import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Union
 
 from ..data.dataset import max_positions
 from ..errors import PeapError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..runtime.model import Model
+
 Messages = list[dict]
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -79,7 +85,7 @@ class CallableBackend:
         return Reply(out)
 
 
-def as_backend(backend) -> CallableBackend | OpenAIBackend | TransformersBackend:
+def as_backend(backend: Backend) -> CallableBackend | OpenAIBackend | TransformersBackend:
     """A backend object from a backend or a plain ``messages -> text`` callable."""
     if isinstance(backend, (CallableBackend, OpenAIBackend, TransformersBackend)):
         return backend
@@ -203,7 +209,8 @@ class TransformersBackend:
     ``truncated``). Token counts are exact (the prompt's and the generated tokens).
     """
 
-    def __init__(self, model, tokenizer=None, *, max_new_tokens: int = 256,
+    def __init__(self, model: Model | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None,
+                 *, max_new_tokens: int = 256,
                  no_template: str = "plain", truncate: str = "error", name: str | None = None):
         if no_template not in ("plain", "error"):
             raise PeapError(f"no_template must be 'plain' or 'error', got {no_template!r}")
@@ -269,3 +276,5 @@ class TransformersBackend:
         return Reply(text, {"prompt_tokens": len(ids), "completion_tokens": len(new)})
 
 
+#: what the LLM helpers accept: a backend object, or a plain ``messages -> text`` callable
+Backend = Union[CallableBackend, OpenAIBackend, TransformersBackend, Callable[[Messages], "str | Reply"]]
