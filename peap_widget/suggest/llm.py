@@ -310,7 +310,8 @@ class LLMSuggester:
     def __init__(self, backend: Backend,
                  schema: Schema | Sequence[str] | Mapping[str, str] | ProposedSchema, *,
                  saliency: Sequence[Sequence[int] | None] | None = None, max_retries: int = 2,
-                 price_per_prompt_token: float | None = None, price_per_completion_token: float | None = None, task: str = "",
+                 price_per_prompt_token: float | None = None,
+                 price_per_completion_token: float | None = None, task: str = "",
                  show_progress: bool = True, name: str | None = None):
         if not isinstance(max_retries, int) or max_retries < 0:
             raise PeapError(f"max_retries must be an integer >= 0, got {max_retries!r}")
