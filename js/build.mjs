@@ -2,7 +2,8 @@
 // CSS files are imported as text and injected by the widgets themselves, so each widget is one
 // self-contained file that anywidget (or a standalone page) can load.
 //   node js/build.mjs            one build
-//   node js/build.mjs --watch    rebuild on change (with ANYWIDGET_HMR=1 in the kernel)
+//   node js/build.mjs --watch    rebuild on change: npm run watch (hot reload with ANYWIDGET_HMR=1,
+//                                docs/dev-frontend.md)
 import * as esbuild from "esbuild";
 import { readdirSync, existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";

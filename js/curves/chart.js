@@ -8,10 +8,12 @@
 //
 // Every colour, font and stroke is an SVG attribute (not CSS), so `toSVG()` / `toPNG()` export
 // exactly what is on screen. Only the tooltip (HTML) and hover cues use the small stylesheet below.
+import { axisBottom, axisLeft } from "d3-axis";
+import { select } from "d3-selection";
 import { h, injectStyle } from "../lib/dom.js";
 import {
-  MEASURES, X_AXES, project, linearScale, logScale, linearTicks, logTicks, xDomain, yDomain,
-  formatTick, formatValue, formatPercent, nearest, nearGroup, markerPath, linePath, legendLayout, isNum,
+  MEASURES, X_AXES, project, axisScale, axisTicks, xTickCount, tickFormat, xDomain, yDomain,
+  formatValue, formatPercent, nearest, nearGroup, markerPath, linePath, legendLayout, isNum,
 } from "./logic.js";
 
 export { MEASURES, X_AXES, PALETTE } from "./logic.js";
@@ -120,8 +122,11 @@ export function drawChart(container, opts = {}) {
     const ys = shown.flatMap((s) => s.points.map((p) => p.y));
     if (curOk) { xs.push(cx); ys.push(cy); }
     const yd = yDomain(ys, m.reference);
-    const yt = linearTicks(yd[0], yd[1], Math.max(3, Math.round((H - top - 110) / 45)));
-    const yLabels = yt.map((v) => formatTick(v, "number"));
+    const Y = axisScale(yd, [H - 50, top]);   // range set below, once the legend is placed
+    const yCount = Math.max(3, Math.round((H - top - 110) / 45));
+    const yt = Y.ticks(yCount);
+    const yFormat = tickFormat(Y, "number", yCount);
+    const yLabels = yt.map(yFormat);
     const left = Math.round(Math.max(56, 36 + Math.max(0, ...yLabels.map((t) => textWidth(t, 11)))));
     const right = 22, bottom = 50;
     const legendItems = o.legend ? [
@@ -135,48 +140,34 @@ export function drawChart(container, opts = {}) {
     top += nRows * 20 + (nRows ? 8 : 4);
     const plot = { x0: left, x1: W - right, y0: top, y1: H - bottom };
 
-    // --- scales ---------------------------------------------------------------------------------
+    // --- scales, grid and axes (d3-scale, d3-axis) ------------------------------------------------
     const xd = xDomain(xs, ax.log);
-    const X = ax.log ? logScale(xd, [plot.x0, plot.x1]) : linearScale(xd, [plot.x0, plot.x1]);
-    const Y = linearScale(yd, [plot.y1, plot.y0]);
-    const xt = ax.log ? logTicks(xd[0], xd[1])
-      : { major: linearTicks(xd[0], xd[1], Math.max(3, Math.round((plot.x1 - plot.x0) / 90))), minor: [] };
+    const X = axisScale(xd, [plot.x0, plot.x1], ax.log);
+    Y.range([plot.y1, plot.y0]);
+    const xCount = xTickCount(plot.x1 - plot.x0, ax.log);
+    const xt = axisTicks(X, ax.log, xCount);
     const r1 = (v) => Math.round(v * 100) / 100;
+    const plotW = plot.x1 - plot.x0, plotH = plot.y1 - plot.y0;
 
-    // --- grid and axes --------------------------------------------------------------------------
+    // grid lines: d3 axes with ticks across the plot and no labels
     const grid = el("g", { class: "pc-grid", "shape-rendering": "crispEdges" });
-    for (const v of xt.minor) {
-      const px = Math.round(X(v)) + 0.5;
-      grid.append(el("line", { x1: px, x2: px, y1: plot.y0, y2: plot.y1, stroke: GRID_MINOR }));
-    }
-    for (const v of xt.major) {
-      const px = Math.round(X(v)) + 0.5;
-      grid.append(el("line", { x1: px, x2: px, y1: plot.y0, y2: plot.y1, stroke: GRID }));
-    }
-    for (const v of yt) {
-      const py = Math.round(Y(v)) + 0.5;
-      grid.append(el("line", { x1: plot.x0, x2: plot.x1, y1: py, y2: py,
-        stroke: v === 0 ? "#d1d5db" : GRID }));
-    }
+    const gridAxis = (axis, values, across) => axis.tickValues(values).tickSizeInner(-across)
+      .tickSizeOuter(0).tickFormat("");
+    const atBottom = () => el("g", { transform: `translate(0,${plot.y1})` });
+    drawAxis(atBottom(), grid, gridAxis(axisBottom(X), xt.minor, plotH), { line: GRID_MINOR });
+    drawAxis(atBottom(), grid, gridAxis(axisBottom(X), xt.major, plotH), { line: GRID });
+    drawAxis(el("g", { transform: `translate(${plot.x0},0)` }), grid, gridAxis(axisLeft(Y), yt, plotW),
+      { line: (v) => (v === 0 ? "#d1d5db" : GRID) });
     next.append(grid);
 
     const axes = el("g", { class: "pc-axes", "font-size": 11, fill: MUTED });
-    const xAxis = el("g", { class: "pc-x-axis" });
-    const yAxis = el("g", { class: "pc-y-axis" });
-    xAxis.append(el("line", { x1: plot.x0, x2: plot.x1, y1: plot.y1 + 0.5, y2: plot.y1 + 0.5,
-      stroke: "#9ca3af", "shape-rendering": "crispEdges" }));
-    for (const v of xt.major) {
-      const px = r1(X(v));
-      xAxis.append(el("line", { x1: px, x2: px, y1: plot.y1, y2: plot.y1 + 5, stroke: "#9ca3af" }));
-      xAxis.append(el("text", { x: px, y: plot.y1 + 18, "text-anchor": "middle", class: "pc-tick" },
-        formatTick(v, ax.kind)));
-    }
-    yt.forEach((v, k) => {
-      const py = r1(Y(v));
-      yAxis.append(el("text", { x: plot.x0 - 8, y: py + 3.5, "text-anchor": "end", class: "pc-tick" },
-        yLabels[k]));
-    });
-    axes.append(xAxis, yAxis);
+    const xAxis = drawAxis(el("g", { class: "pc-x-axis", transform: `translate(0,${plot.y1})` }), axes,
+      axisBottom(X).tickValues(xt.major).tickFormat(tickFormat(X, ax.kind, xCount, ax.log))
+        .tickSizeInner(5).tickSizeOuter(0).tickPadding(4), { line: "#9ca3af", text: MUTED, domain: true });
+    xAxis.querySelector(".domain")?.setAttribute("shape-rendering", "crispEdges");
+    drawAxis(el("g", { class: "pc-y-axis", transform: `translate(${plot.x0},0)` }), axes,
+      axisLeft(Y).tickValues(yt).tickFormat((v, k) => yLabels[k]).tickSize(0).tickPadding(8),
+      { text: MUTED });
     axes.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: H - 12, "text-anchor": "middle",
       "font-size": 12, fill: "#374151", class: "pc-x-label" }, ax.label));
     const ymid = (plot.y0 + plot.y1) / 2;
@@ -404,6 +395,25 @@ export function drawChart(container, opts = {}) {
     toPNG: (scale = 2) => pngBlob(svg, scale),
     hover,
   };
+}
+
+/**
+ * Draw a d3 `axis` into the <g> `g` (appended to `parent`), then turn d3-axis's inherited styles
+ * (currentColor, its own font) into explicit SVG attributes, so an exported SVG looks the same:
+ * `colors.line` (a colour, or a function of the tick value) for tick lines, `colors.text` for
+ * labels (class pc-tick), `colors.domain` true to keep the axis line (else removed).
+ */
+function drawAxis(g, parent, axis, colors) {
+  parent.append(g);
+  const sel = select(g).call(axis);
+  sel.attr("fill", null).attr("font-size", null).attr("font-family", null);
+  if (colors.domain) sel.select(".domain").attr("stroke", colors.line);
+  else sel.select(".domain").remove();
+  if (colors.line) sel.selectAll(".tick line").attr("stroke", colors.line);
+  else sel.selectAll(".tick line").remove();
+  if (colors.text) sel.selectAll(".tick text").attr("fill", colors.text).attr("class", "pc-tick");
+  else sel.selectAll(".tick text").remove();
+  return g;
 }
 
 /** `text` broken at spaces into lines at most `maxWidth` px wide in the chart font. */

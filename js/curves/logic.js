@@ -5,6 +5,13 @@
 // curve whose real per-example edges are unknown). Such points are DROPPED from that axis
 // (never clamped, which would invent a position) and counted in `dropped`, so the chart can
 // say how many are hidden; the linear fraction axis shows them.
+//
+// Scales, ticks, tick labels and paths are d3's (d3-scale, d3-format, d3-shape), bundled.
+import { scaleLinear, scaleLog } from "d3-scale";
+import { format } from "d3-format";
+import {
+  line, symbol, symbolCircle, symbolCross, symbolDiamond, symbolSquare, symbolTriangle,
+} from "d3-shape";
 
 /** The y measures: a column of the curve table, its axis label and whether y = 1 is the full model. */
 export const MEASURES = {
@@ -59,82 +66,38 @@ export function project(series, measure, xName) {
   });
 }
 
-/** A linear scale domain -> range (a constant domain maps to the range's middle). */
-export function linearScale([d0, d1], [r0, r1]) {
-  const k = d1 === d0 ? 0 : (r1 - r0) / (d1 - d0);
-  const f = (v) => (k === 0 ? (r0 + r1) / 2 : r0 + (v - d0) * k);
-  f.invert = (p) => (k === 0 ? d0 : d0 + (p - r0) / k);
-  return f;
-}
-
-/** A log10 scale domain -> range; the domain must be positive. Values <= 0 map to NaN. */
-export function logScale([d0, d1], range) {
-  const lin = linearScale([Math.log10(d0), Math.log10(d1)], range);
-  const f = (v) => (v > 0 ? lin(Math.log10(v)) : NaN);
-  f.invert = (p) => 10 ** lin.invert(p);
-  return f;
-}
-
-/** About `count` evenly spaced round ticks (steps of 1, 2 or 5 times a power of ten) in [lo, hi]. */
-export function linearTicks(lo, hi, count = 5) {
-  if (!isNum(lo) || !isNum(hi)) return [];
-  if (hi < lo) [lo, hi] = [hi, lo];
-  if (hi === lo) return [lo];
-  const raw = (hi - lo) / Math.max(count, 1);
-  const p = 10 ** Math.floor(Math.log10(raw));
-  const ticks = (step) => {
-    const first = Math.ceil(lo / step - 1e-9), last = Math.floor(hi / step + 1e-9);
-    const out = [];
-    for (let k = first; k <= last; k++) out.push(roundTo(k * step, step));
-    return out;
-  };
-  // the 1-2-5 step whose tick count is nearest `count` (the coarser one on a tie)
-  let best = null;
-  for (const m of [10, 5, 2, 1]) {
-    const t = ticks(m * p);
-    if (!best || Math.abs(t.length - count) < Math.abs(best.length - count)) best = t;
-  }
-  return best;
-}
-
-function roundTo(v, step) {
-  const digits = Math.max(0, -Math.floor(Math.log10(step)) + 1);
-  return Number(v.toFixed(Math.min(digits, 15))) + 0; // + 0 turns -0 into 0
+/** A scale of an axis: log10 on the log x axes (every point on one has x > 0: `project` drops the rest),
+ * else linear; d3-scale's, so `invert` and `ticks` come with it. */
+export function axisScale(domain, range, log = false) {
+  return (log ? scaleLog() : scaleLinear()).domain(domain).range(range);
 }
 
 /**
- * Ticks of a log axis on [lo, hi] (positive): `major` (labelled) and `minor` (grid only).
- * Decades when the range holds at least three; else 1-2-5 steps; else every integer multiple.
+ * Ticks of an axis: `major` (labelled) and `minor` (grid lines only), about `count` labels.
+ * Linear: d3's round 1-2-5 steps. Log: every 1..9 multiple of each decade (d3's log ticks; only
+ * decades over many decades), the ones d3's log tick format keeps a label for being major.
  */
-export function logTicks(lo, hi) {
-  if (!(lo > 0) || !(hi > 0)) return { major: [], minor: [] };
-  if (hi < lo) [lo, hi] = [hi, lo];
-  const e0 = Math.floor(Math.log10(lo)), e1 = Math.ceil(Math.log10(hi));
-  const inside = (v) => v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9);
-  const at = (mults) => {
-    const out = [];
-    for (let e = e0; e <= e1; e++) {
-      for (const m of mults) {
-        const v = Number((m * 10 ** e).toPrecision(12));
-        if (inside(v)) out.push(v);
-      }
-    }
-    return out;
-  };
-  const all = at([1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  // decades when at least three fit, else 1-2-5 steps, else every integer multiple
-  for (const [mults, need] of [[[1], 3], [[1, 2, 5], 2], [[1, 2, 3, 4, 5, 6, 7, 8, 9], 1]]) {
-    const major = at(mults);
-    if (major.length >= need) {
-      const span = e1 - e0;
-      // many decades: label every decade, but thin the labels past about 8 of them
-      const thin = mults.length === 1 && major.length > 8 ? Math.ceil(major.length / 8) : 1;
-      const labelled = major.filter((_, k) => k % thin === 0);
-      const minor = span <= 12 ? all.filter((v) => !labelled.includes(v)) : [];
-      return { major: labelled, minor };
-    }
-  }
-  return { major: all.length ? all : [lo], minor: [] };
+export function axisTicks(scale, log, count) {
+  if (!log) return { major: scale.ticks(count), minor: [] };
+  const all = scale.ticks(count);
+  const keep = scale.tickFormat(count, () => "label");
+  return { major: all.filter((v) => keep(v) !== ""), minor: all.filter((v) => keep(v) === "") };
+}
+
+/** About how many labelled ticks an x axis `width` px wide gets (log axes: fewer, so that over
+ * three decades or more only the decades are labelled). */
+export function xTickCount(width, log) {
+  return Math.max(3, Math.round(width / (log ? 150 : 90)));
+}
+
+const formatPercentTick = format("~%"), formatSI = format(".3~s"), formatSmall = format(".2~r");
+
+/** Tick labels of an axis (d3-format): "0.1%"/"50%" (kind "percent"), "1k"/"2.5M" (kind "count"),
+ * else numbers to the precision of the tick step ("0.2", never "0.30000000000000004"). */
+export function tickFormat(scale, kind, count, log = false) {
+  if (kind === "count") return (v) => (Math.abs(v) >= 1 ? formatSI(v) : formatSmall(v));
+  if (log) return formatPercentTick;
+  return scale.tickFormat(count, kind === "percent" ? "~%" : "~f");
 }
 
 /** The x domain of a set of sizes: padded (in log space on a log axis); a single value gets room. */
@@ -162,22 +125,6 @@ export function yDomain(values, reference = 1) {
   const lo = Math.min(...v), hi = Math.max(...v);
   const pad = (hi - lo || 1) * 0.06;
   return [lo - pad, hi + pad];
-}
-
-const SI = [[1e9, "G"], [1e6, "M"], [1e3, "k"]];
-
-/** A tick label: "0.1%"/"50%" for fractions (kind "percent"), "1k" for counts, else short. */
-export function formatTick(v, kind = "number") {
-  if (!isNum(v)) return "";
-  if (kind === "percent") {
-    const p = v * 100;
-    return `${trim(Math.abs(p) >= 1 || p === 0 ? p.toFixed(p % 1 === 0 ? 0 : 1) : p.toPrecision(1))}%`;
-  }
-  if (kind === "count") {
-    for (const [d, s] of SI) if (Math.abs(v) >= d) return `${trim((v / d).toPrecision(3))}${s}`;
-    return trim(v >= 1 || v === 0 ? v.toFixed(v % 1 === 0 ? 0 : 1) : v.toPrecision(2));
-  }
-  return trim(Math.abs(v) < 1e-12 ? "0" : Number(v.toPrecision(6)).toString());
 }
 
 function trim(s) {
@@ -224,25 +171,24 @@ export function nearGroup(pts, k, tol = 3) {
   return out;
 }
 
-/** An SVG path (centred on 0, 0) of a marker of radius about `r`. */
+// d3 has no downward triangle: its triangle drawn mirrored top to bottom
+const symbolTriangleDown = { draw(ctx, size) {
+  symbolTriangle.draw({ moveTo: (x, y) => ctx.moveTo(x, -y), lineTo: (x, y) => ctx.lineTo(x, -y),
+    closePath: () => ctx.closePath() }, size);
+} };
+const SYMBOLS = { circle: symbolCircle, square: symbolSquare, triangle: symbolTriangle,
+  "triangle-down": symbolTriangleDown, diamond: symbolDiamond, cross: symbolCross };
+
+/** An SVG path (centred on 0, 0) of a marker (d3-shape symbol) as large as a circle of radius `r`. */
 export function markerPath(shape, r = 4) {
-  const f = (v) => Number(v.toFixed(2));
-  switch (shape) {
-    case "square": { const s = f(r * 0.88); return `M${-s},${-s}H${s}V${s}H${-s}Z`; }
-    case "triangle": { const s = r * 1.2;
-      return `M0,${f(-s)}L${f(s * 0.866)},${f(s * 0.5)}L${f(-s * 0.866)},${f(s * 0.5)}Z`; }
-    case "triangle-down": { const s = r * 1.2;
-      return `M0,${f(s)}L${f(s * 0.866)},${f(-s * 0.5)}L${f(-s * 0.866)},${f(-s * 0.5)}Z`; }
-    case "diamond": { const s = f(r * 1.25); return `M0,${-s}L${s},0L0,${s}L${-s},0Z`; }
-    case "cross": { const a = f(r * 1.1), b = f(r * 0.38);
-      return `M${-b},${-a}H${b}V${-b}H${a}V${b}H${b}V${a}H${-b}V${b}H${-a}V${-b}H${-b}Z`; }
-    default: return `M${-r},0A${r},${r} 0 1,0 ${r},0A${r},${r} 0 1,0 ${-r},0Z`;
-  }
+  return symbol(SYMBOLS[shape] ?? symbolCircle, Math.PI * r * r).digits(2)();
 }
 
-/** "M x0,y0 L x1,y1 ..." through screen points [{px, py}] ("" for none). */
+const screenLine = line().x((p) => p.px).y((p) => p.py).digits(2);
+
+/** The SVG path of a polyline through screen points [{px, py}] ("" for none; d3-shape's line). */
 export function linePath(pts) {
-  return pts.map((p, k) => `${k ? "L" : "M"}${p.px.toFixed(2)},${p.py.toFixed(2)}`).join("");
+  return pts.length ? screenLine(pts) : "";
 }
 
 /** Lay out legend items of `widths` (px) in rows of at most `maxWidth`: [{row, x}] per item. */

@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import {
-  MEASURES, X_AXES, PALETTE, project, linearScale, logScale, linearTicks, logTicks, xDomain,
-  yDomain, formatTick, formatValue, formatPercent, nearest, nearGroup, markerPath, linePath, legendLayout,
+  MEASURES, X_AXES, PALETTE, project, axisScale, axisTicks, xTickCount, tickFormat, xDomain,
+  yDomain, formatValue, formatPercent, nearest, nearGroup, markerPath, linePath, legendLayout,
 } from "./logic.js";
 import { fileStem } from "./index.js";
 
@@ -51,56 +51,78 @@ describe("project", () => {
   });
 });
 
-describe("scales", () => {
-  it("linear maps and inverts", () => {
-    const s = linearScale([0, 10], [100, 200]);
+describe("scales (d3-scale)", () => {
+  it("linear maps and inverts; a constant domain maps to the middle", () => {
+    const s = axisScale([0, 10], [100, 200]);
     expect(s(5)).toBe(150);
     expect(s.invert(120)).toBeCloseTo(2);
-    expect(linearScale([3, 3], [0, 10])(3)).toBe(5);
+    expect(axisScale([3, 3], [0, 10])(3)).toBe(5);
   });
 
-  it("log maps decades evenly; non-positive values give NaN", () => {
-    const s = logScale([0.001, 1], [0, 300]);
+  it("log maps decades evenly", () => {
+    const s = axisScale([0.001, 1], [0, 300], true);
     expect(s(0.001)).toBeCloseTo(0);
     expect(s(0.01)).toBeCloseTo(100);
     expect(s(1)).toBeCloseTo(300);
     expect(s.invert(200)).toBeCloseTo(0.1);
-    expect(s(0)).toBeNaN();
-    expect(s(-1)).toBeNaN();
+  });
+
+  it("the log x domain of fractions 0.001..1 (padded) keeps every fraction inside the plot", () => {
+    const d = xDomain([0.001, 0.01, 0.5, 1], true);
+    const s = axisScale(d, [50, 650], true);
+    expect(s.domain()).toEqual(d);
+    for (const f of [0.001, 0.01, 0.5, 1]) {
+      expect(s(f)).toBeGreaterThan(50);
+      expect(s(f)).toBeLessThan(650);
+    }
+    // equal padding in log space at both ends
+    expect(s(0.001) - 50).toBeCloseTo(650 - s(1), 6);
   });
 });
 
-describe("ticks", () => {
+describe("ticks (d3)", () => {
+  it("tick counts follow the plot width, fewer on log axes", () => {
+    expect(xTickCount(600, false)).toBe(7);
+    expect(xTickCount(600, true)).toBe(4);
+    expect(xTickCount(100, false)).toBe(3);
+    expect(xTickCount(100, true)).toBe(3);   // a small chart still labels three decades
+  });
+
   it("linear ticks are round and inside the range", () => {
-    expect(linearTicks(0, 1, 5)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
-    expect(linearTicks(-0.07, 1.06, 5)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
-    expect(linearTicks(0, 1000, 4)).toEqual([0, 500, 1000]);
-    const t = linearTicks(0.1, 0.35, 5);
-    expect(t).toEqual([0.1, 0.15, 0.2, 0.25, 0.3, 0.35]);
-    expect(linearTicks(2, 2)).toEqual([2]);
-    expect(linearTicks(NaN, 1)).toEqual([]);
+    const t = (lo, hi, n) => axisTicks(axisScale([lo, hi], [0, 1]), false, n);
+    expect(t(0, 1, 5)).toEqual({ major: [0, 0.2, 0.4, 0.6, 0.8, 1], minor: [] });
+    expect(t(-0.07, 1.06, 5).major).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
+    expect(t(0, 1000, 4).major).toEqual([0, 200, 400, 600, 800, 1000]);
+    expect(t(0.1, 0.35, 5).major).toEqual([0.1, 0.15, 0.2, 0.25, 0.3, 0.35]);
+    for (const v of t(-0.3, 0.9, 6).major) expect(String(v).length).toBeLessThan(6);
   });
 
-  it("linear ticks never print float noise", () => {
-    for (const v of linearTicks(-0.3, 0.9, 6)) expect(String(v).length).toBeLessThan(6);
-  });
-
-  it("log ticks: decades over a wide range, minor ticks in between", () => {
-    const { major, minor } = logTicks(0.0008, 1.2);
+  it("log ticks over fractions 0.001..1: decades labelled, the other multiples as grid", () => {
+    const s = axisScale(xDomain([0.001, 1], true), [0, 600], true);
+    const { major, minor } = axisTicks(s, true, xTickCount(600, true));
     expect(major).toEqual([0.001, 0.01, 0.1, 1]);
     expect(minor).toContain(0.002);
     expect(minor).toContain(0.5);
     expect(minor).not.toContain(0.1);
+    // 2..9 times each decade inside the padded domain (0.000708..1.41)
+    expect(minor.slice(0, 3)).toEqual([0.0008, 0.0009, 0.002]);
+    expect(minor.length).toBe(2 + 3 * 8);
   });
 
-  it("log ticks: 1-2-5 over a narrow range", () => {
-    expect(logTicks(0.018, 1.1).major).toEqual([0.02, 0.05, 0.1, 0.2, 0.5, 1]);
-    expect(logTicks(15, 90).major).toEqual([20, 50]);
+  it("a narrow log axis (the explorer's small chart) still labels every decade", () => {
+    const s = axisScale(xDomain([0.002, 1], true), [0, 220], true);
+    expect(axisTicks(s, true, xTickCount(220, true)).major).toEqual([0.01, 0.1, 1]);
   });
 
-  it("log ticks: thinned labels over many decades; empty for non-positive ranges", () => {
-    expect(logTicks(1, 1e12).major.length).toBeLessThanOrEqual(8);
-    expect(logTicks(0, 1)).toEqual({ major: [], minor: [] });
+  it("log ticks over a narrow range label more than decades", () => {
+    const { major } = axisTicks(axisScale([0.018, 1.1], [0, 600], true), true, xTickCount(600, true));
+    expect(major).toEqual([0.02, 0.1, 0.2, 1]);
+  });
+
+  it("log ticks over many decades: decades only, thinned to about `count`", () => {
+    const { major, minor } = axisTicks(axisScale([1, 1e12], [0, 600], true), true, xTickCount(600, true));
+    expect(major).toEqual([1, 1e2, 1e4, 1e6, 1e8, 1e10, 1e12]);
+    expect(minor).toEqual([]);
   });
 });
 
@@ -137,19 +159,16 @@ describe("domains", () => {
 });
 
 describe("formats", () => {
-  it("tick labels", () => {
-    expect(formatTick(0.001, "percent")).toBe("0.1%");
-    expect(formatTick(0.5, "percent")).toBe("50%");
-    expect(formatTick(1, "percent")).toBe("100%");
-    expect(formatTick(0, "percent")).toBe("0%");
-    expect(formatTick(0.125, "percent")).toBe("12.5%");
-    expect(formatTick(1000, "count")).toBe("1k");
-    expect(formatTick(2500000, "count")).toBe("2.5M");
-    expect(formatTick(20, "count")).toBe("20");
-    expect(formatTick(0.2, "number")).toBe("0.2");
-    expect(formatTick(0.30000000000000004, "number")).toBe("0.3");
-    expect(formatTick(-1e-17, "number")).toBe("0");
-    expect(formatTick(null)).toBe("");
+  it("tick labels (d3-format)", () => {
+    const logPercent = tickFormat(axisScale([0.001, 1], [0, 1], true), "percent", 6, true);
+    expect([0.001, 0.01, 0.1, 0.5, 1, 0.125].map(logPercent)).toEqual(["0.1%", "1%", "10%", "50%", "100%", "12.5%"]);
+    const linPercent = tickFormat(axisScale([0, 1], [0, 1]), "percent", 5);
+    expect([0, 0.2, 0.6000000000000001, 1].map(linPercent)).toEqual(["0%", "20%", "60%", "100%"]);
+    const count = tickFormat(axisScale([1, 1e7], [0, 1], true), "count", 6, true);
+    expect([1000, 2500000, 20, 1, 1234, 0.5].map(count)).toEqual(["1k", "2.5M", "20", "1", "1.23k", "0.5"]);
+    const number = tickFormat(axisScale([-0.07, 1.06], [0, 1]), "number", 5);
+    expect([0, 0.2, 0.30000000000000004, 1].map(number)).toEqual(["0", "0.2", "0.3", "1"]);
+    expect(number(-0.2)).toBe("−0.2");   // d3-format's minus sign
   });
 
   it("tooltip values", () => {
@@ -191,15 +210,20 @@ describe("hover and drawing helpers", () => {
     expect(nearGroup(stacked, 9)).toEqual([]);
   });
 
-  it("marker paths are closed and differ by shape", () => {
+  it("marker paths (d3 symbols) are closed, differ by shape, and the triangles point up and down", () => {
     const shapes = ["circle", "square", "triangle", "diamond", "triangle-down", "cross"];
     const paths = shapes.map((s) => markerPath(s, 4));
     expect(new Set(paths).size).toBe(shapes.length);
-    for (const p of paths) expect(p.endsWith("Z")).toBe(true);
+    for (const p of paths.slice(1)) expect(p.endsWith("Z")).toBe(true);
+    expect(paths[0]).toMatch(/^M4,0A4,4/);   // the circle: two arcs
+    const firstY = (p) => Number(/^M[-\d.]+,([-\d.]+)/.exec(p)[1]);
+    expect(firstY(markerPath("triangle", 4))).toBeLessThan(0);        // apex above the centre
+    expect(firstY(markerPath("triangle-down", 4))).toBeGreaterThan(0);
+    expect(markerPath("nope", 4)).toBe(markerPath("circle", 4));
   });
 
   it("line paths and legend rows", () => {
-    expect(linePath([{ px: 1, py: 2 }, { px: 3.456, py: 4 }])).toBe("M1.00,2.00L3.46,4.00");
+    expect(linePath([{ px: 1, py: 2 }, { px: 3.456, py: 4 }])).toBe("M1,2L3.46,4");
     expect(linePath([])).toBe("");
     expect(legendLayout([50, 50, 50], 120, 10)).toEqual([{ row: 0, x: 0 }, { row: 0, x: 60 }, { row: 1, x: 0 }]);
   });

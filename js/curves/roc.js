@@ -6,12 +6,11 @@
 //   const chart = drawRoc(el, { roc: [{name, auroc, points: [[fpr, tpr], ...]}], title: "" });
 //   chart.update({ roc }); chart.destroy();
 import { h } from "../lib/dom.js";
-import { rocProject, linearScale, linePath, markerPath, legendLayout, formatPercent, rocAt } from "./logic.js";
+import { rocProject, axisScale, linePath, markerPath, legendLayout, formatPercent, rocAt } from "./logic.js";
 import { svgString, pngBlob } from "./chart.js";
 
 const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif";
 const INK = "#1f2937", FAINT = "#6b7280", GRID = "#e5e7eb";
-const TICKS = [0, 0.2, 0.4, 0.6, 0.8, 1];
 
 export function drawRoc(container, opts = {}) {
   let o = { roc: [], title: "", height: 420, ...opts };
@@ -58,18 +57,19 @@ export function drawRoc(container, opts = {}) {
     next.setAttribute("height", Hh);
     next.setAttribute("viewBox", `0 0 ${W} ${Hh}`);
     bg.setAttribute("height", Hh);
-    const X = linearScale([0, 1], [plot.x0, plot.x1]), Y = linearScale([0, 1], [plot.y1, plot.y0]);
+    const X = axisScale([0, 1], [plot.x0, plot.x1]), Y = axisScale([0, 1], [plot.y1, plot.y0]);
+    const ticks = X.ticks(5), label = X.tickFormat(5, "~f");   // 0, 0.2, ..., 1
 
     const grid = el("g", { class: "pr-grid" });
-    for (const v of TICKS) {
+    for (const v of ticks) {
       grid.append(el("line", { x1: X(v), x2: X(v), y1: plot.y0, y2: plot.y1, stroke: GRID }),
         el("line", { x1: plot.x0, x2: plot.x1, y1: Y(v), y2: Y(v), stroke: GRID }));
     }
     next.append(grid);
     const axes = el("g", { "font-size": 11, fill: "#4b5563" });
-    for (const v of TICKS) {
-      axes.append(el("text", { x: X(v), y: plot.y1 + 17, "text-anchor": "middle", class: "pr-tick" }, String(v)),
-        el("text", { x: plot.x0 - 8, y: Y(v) + 3.5, "text-anchor": "end", class: "pr-tick" }, String(v)));
+    for (const v of ticks) {
+      axes.append(el("text", { x: X(v), y: plot.y1 + 17, "text-anchor": "middle", class: "pr-tick" }, label(v)),
+        el("text", { x: plot.x0 - 8, y: Y(v) + 3.5, "text-anchor": "end", class: "pr-tick" }, label(v)));
     }
     axes.append(el("text", { x: (plot.x0 + plot.x1) / 2, y: plot.y1 + 36, "text-anchor": "middle",
       "font-size": 12, fill: "#374151" }, "false positive rate (other edges ranked above the cut)"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import PeapError
 from ..util.jsonio import finite_or_none
-from .base import STATIC, PeapWidget
+from .base import STATIC, PeapWidget, esm_source
 
 _LOADER = """<script type="module">
 const b64 = document.getElementById("peap-standalone").textContent.trim();
@@ -73,7 +73,7 @@ def page(widgets, title: str = "peap_widget") -> str:
         if isinstance(w, str):
             parts.append(w)
             continue
-        code = w._esm if isinstance(w._esm, str) else str(w._esm)
+        code = esm_source(w)
         key = "peap-esm-" + hashlib.sha1(code.encode()).hexdigest()[:12]
         modules.setdefault(key, base64.b64encode(code.encode()).decode("ascii"))
         parts.append(f'<div class="peap-widget" id="peap-{i}" data-esm="{key}" '
