@@ -10,7 +10,8 @@ import pytest
 
 import peap_widget as pw
 from peap_widget import PeapError
-from peap_widget.circuits.circuit import Units, _units, top_indices
+from peap_widget.circuits.search import top_indices
+from peap_widget.circuits.units import Units, units_of
 from peap_widget.graph.space import QKV, EdgeSpace, Graph, GraphConfig
 
 SPACES = [  # (layers, heads, parallel, spans, crossing)
@@ -207,7 +208,7 @@ def test_greedy_equals_the_reference(tiny_results, merge, absolute):
         for label, scores in score_variants(res.scores).items():
             want = reference_greedy(space, scores, merge, absolute)
             cache = {}
-            from peap_widget.circuits.circuit import greedy_order
+            from peap_widget.circuits.search import greedy_order
             got = greedy_order(space, scores, merge, absolute, cache)
             np.testing.assert_array_equal(got, want, err_msg=f"{res.method} {label}")
             # a lazily extended prefix is the same order
@@ -220,7 +221,7 @@ def test_greedy_equals_the_reference(tiny_results, merge, absolute):
             np.testing.assert_array_equal(
                 Units(space, merge).greedy_order(reference_keys(space, scores, merge, absolute)),
                 want)
-            units = _units(space, merge)
+            units = units_of(space, merge)
             np.testing.assert_array_equal(units.keys(scores, absolute),
                                           reference_keys(space, scores, merge, absolute))
 
@@ -239,7 +240,7 @@ def test_greedy_modes_equal_the_reference(tiny_results, monkeypatch, walk, heads
             for absolute in (True, False):
                 for scores in score_variants(res.scores).values():
                     want = reference_greedy(res.space, scores, merge, absolute)
-                    units = _units(res.space, merge)
+                    units = units_of(res.space, merge)
                     g = greedy.GreedyOrder(units, lambda u, s=scores: units.keys_of(s, absolute, u))
                     np.testing.assert_array_equal(g.prefix(5), want[:5])
                     assert (g._walk is not None) == (walk == 1)
@@ -264,7 +265,7 @@ def test_result_greedy_order_api(tiny_results):
             # a size covering every reachable unit takes the reachable set without ordering it
             fresh = pw.AttributionResult(res.scores, res.spans, res.settings, res.clean_metric,
                                          None, None, res.graph_config)
-            units = _units(res.space, merge)
+            units = units_of(res.space, merge)
             for n in (len(order), 10**9):
                 want = np.zeros(units.n, dtype=bool)
                 want[order[:n]] = True

@@ -88,8 +88,8 @@ function render({ model, el }) {
   const dashLine = (dash) => h("svg", { width: 22, height: 6, "aria-hidden": "true" },
     `<line x1="0" y1="3" x2="22" y2="3" stroke="#4b5563" stroke-width="2" stroke-dasharray="${dash}"/>`);
   const legend = h("div", { class: "pe-legend", "data-role": "legend" },
-    h("span", {}, h("i", { style: { borderColor: POSITIVE } }), "positive score: keeping the edge raises the metric"),
-    h("span", {}, h("i", { style: { borderColor: NEGATIVE } }), "negative score: it lowers the metric (not an error)"),
+    h("span", {}, h("i", { style: { borderColor: POSITIVE } }), "positive score: ablating the edge raises the metric (the edge works against the task)"),
+    h("span", {}, h("i", { style: { borderColor: NEGATIVE } }), "negative score: ablating it lowers the metric (the edge helps the task)"),
     h("span", {}, dashLine("1.5 2.5"), "crossing q"), h("span", {}, dashLine("6 3"), "crossing k"),
     h("span", {}, dashLine("3 2 1 2"), "crossing v"),
     h("span", {}, h("i", { style: { borderColor: GHOST, borderTopStyle: "dotted" } }), "pruned (click to restore)"),

@@ -17,8 +17,14 @@ import numpy as np
 from ..errors import PeapError
 from ..engine.evaluate import Evaluator, NormalisationError
 
-#: MIB's circuit sizes, as fractions of all edges.
+#: MIB's circuit sizes, as fractions of all edges: `mib_scores` integrates over exactly these
+#: (CPR / CMD are defined on them), and `faithfulness_curve` and the explorer draw them by default.
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: the demo's and command line's sizes (`run_discovery`): MIB's fractions plus a few in between,
+#: for a smoother curve and a finer `edges_needed`; kept apart from MIB_FRACTIONS on purpose,
+#: since MIB's scores must not change with them.
+DISCOVERY_SIZES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3,
+                   0.5, 1.0)
 MEASURES = ("faithfulness", "soft", "hard", "kl")
 
 
@@ -168,9 +174,12 @@ def faithfulness_curve(model, ds, results, sizes: Sequence[float] | None = None,
         results: an `AttributionResult`, a list of them, or ``{label: result}``.
         sizes: floats in (0, 1] are fractions of all edges of each result's graph, integers are
             edge counts; default MIB's fractions 0.001 ... 1.
-        method, merge_qkv, absolute: passed to `AttributionResult.circuit`.
-        ablation, metric: default the first result's settings; every result is evaluated with
-            the same ones (and one cached `Evaluator`).
+        method: passed to `AttributionResult.circuit`.
+        merge_qkv: passed to `AttributionResult.circuit`.
+        absolute: passed to `AttributionResult.circuit`.
+        ablation: default the first result's settings; every result is evaluated with
+            the same one (and one cached `Evaluator`).
+        metric: likewise, default the first result's.
         progress: a tqdm bar over the circuits (True), none (False), or a function called as
             ``progress(done, total)`` with circuit counts after each evaluation (widgets).
 

@@ -15,9 +15,12 @@ three), ``"m3"`` (an MLP), ``"logits"``. A sender: ``"input"``, ``"a3.h0"``, ``"
 end in ``@span`` (``"a3.h0@S2"``) to patch at that span's positions only.
 
 Example:
-    >>> pw.path_patch(model, ds, "a3.h0", ["a4.h1.q", "a4.h2.q"])   # doctest: +SKIP
-    -1.73
-    >>> pw.path_patch(model, ds, "a2.h3", "logits")   # direct effect     # doctest: +SKIP
+    >>> model = pw.models.load("toy-ioi")
+    >>> ds = pw.tasks.get("ioi", n=4, seed=0).dataset(model)
+    >>> change = pw.path_patch(model, ds, "a2.h0", ["a3.h1.q", "a3.h2.q"])
+    >>> direct = pw.path_patch(model, ds, "a2.h3", "logits")   # direct effect
+    >>> isinstance(change, float) and isinstance(direct, float)
+    True
 """
 
 from __future__ import annotations
@@ -30,26 +33,28 @@ from ..circuits.circuit import Circuit
 from ..data.dataset import Dataset
 from ..errors import PeapError
 from ..engine.evaluate import Evaluator
+from ..graph.names import QKV, split_node
+from ..graph.space import EdgeSpace
 from .exact import graph_space
 
+#: a receiver may name a head's input as ``a4.h1.q`` as well as ``a4.h1<q>``
 _QKV_DOT = re.compile(r"^(a\d+\.h\d+)\.([qkv])$")
 
 
-def _split(name: str, spans: list[str]) -> tuple[str, list[str]]:
-    base, _, span = str(name).partition("@")
-    if span and span not in spans:
-        raise PeapError(f"no span {span!r} in {name!r}; the spans are {spans}")
+def _at_spans(name: str, spans: list[str]) -> tuple[str, list[str]]:
+    """``"a3.h0@S2"`` -> ("a3.h0", ["S2"]); no span: every span."""
+    base, span = split_node(str(name), spans)
     return base, [span] if span else list(spans)
 
 
-def path_rows(space, sender: str, receivers) -> np.ndarray:
+def path_rows(space: EdgeSpace, sender: str, receivers: str | list[str]) -> np.ndarray:
     """Rows of ``space`` (the positional graph) of the residual edges sender -> receivers."""
     g, spans = space.graph, space.spans
     if isinstance(receivers, str):
         receivers = [receivers]
     if not receivers:
         raise PeapError("path_patch needs at least one receiver")
-    s_base, s_spans = _split(sender, spans)
+    s_base, s_spans = _at_spans(sender, spans)
     fwd = {n: i for i, n in enumerate(g.forward_names)}
     if s_base not in fwd:
         raise PeapError(f"unknown sender {sender!r}; senders look like 'input', 'a3.h0', 'm2' "
@@ -57,11 +62,11 @@ def path_rows(space, sender: str, receivers) -> np.ndarray:
     bwd = {n: i for i, n in enumerate(g.backward_names)}
     rows = []
     for rec in receivers:
-        r_base, r_spans = _split(rec, spans)
+        r_base, r_spans = _at_spans(rec, spans)
         m = _QKV_DOT.match(r_base)
         if m:
             r_base = f"{m.group(1)}<{m.group(2)}>"
-        slots = ([f"{r_base}<{c}>" for c in "qkv"] if r_base in g.head_names else [r_base])
+        slots = ([f"{r_base}<{c}>" for c in QKV] if r_base in g.head_names else [r_base])
         for slot in slots:
             if slot not in bwd:
                 raise PeapError(f"unknown receiver {rec!r}; receivers look like 'a4.h1.q', "
@@ -77,10 +82,11 @@ def path_rows(space, sender: str, receivers) -> np.ndarray:
     return np.unique(rows)
 
 
-def path_patch(model, ds: Dataset, sender: str, receivers, ablation: str = "counterfactual",
-               metric="logit_diff", batch_size: int | None = None,
-               reference: Dataset | None = None, per_example: bool = False,
-               evaluator: Evaluator | None = None):
+def path_patch(model, ds: Dataset, sender: str, receivers: str | list[str],
+               ablation: str = "counterfactual", metric="logit_diff",
+               batch_size: int | None = None, reference: Dataset | None = None,
+               per_example: bool = False,
+               evaluator: Evaluator | None = None) -> float | tuple[float, np.ndarray]:
     """The metric change (patched minus clean, mean over examples) when only the sender's
     effect through ``receivers`` comes from the ablation source (see the module docstring).
 
@@ -88,7 +94,10 @@ def path_patch(model, ds: Dataset, sender: str, receivers, ablation: str = "coun
         sender: ``"input"``, ``"a3.h0"``, ``"m2"``, optionally ``"@span"``.
         receivers: one name or a list: ``"a4.h1.q"``, ``"a4.h1<v>"``, ``"a4.h1"``, ``"m3"``,
             ``"logits"``, optionally ``"@span"``; all are patched together.
-        ablation, metric, batch_size, reference: as for `peap_widget.engine.evaluate`.
+        ablation: as for `peap_widget.engine.evaluate`.
+        metric: as for `peap_widget.engine.evaluate`.
+        batch_size: as for `peap_widget.engine.evaluate`.
+        reference: as for `peap_widget.engine.evaluate`.
         per_example: also return the [N] per-example changes.
         evaluator: an `Evaluator` on this data to reuse for many paths (its cached runs).
 
@@ -96,9 +105,13 @@ def path_patch(model, ds: Dataset, sender: str, receivers, ablation: str = "coun
         The mean change (float), or (mean, per-example array) with ``per_example``.
 
     Example:
+        >>> model = pw.models.load("toy-ioi")
+        >>> ds = pw.tasks.get("ioi", n=4, seed=0).dataset(model)
         >>> ev = pw.Evaluator(model, ds)
-        >>> {h: pw.path_patch(model, ds, h, "logits", evaluator=ev)
-        ...  for h in ["a3.h0", "a3.h1"]}                                  # doctest: +SKIP
+        >>> direct = {h: pw.path_patch(model, ds, h, "logits", evaluator=ev)
+        ...           for h in ["a3.h0", "a3.h1"]}
+        >>> sorted(direct)
+        ['a3.h0', 'a3.h1']
     """
     ev = evaluator or Evaluator(model, ds, ablation, metric, batch_size, reference)
     space = graph_space(model, ds, True)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..circuits.circuit import Circuit
+from ..graph.names import component_of, node_name, split_node
 from ..errors import PeapError
 
 MEASURES = ("metric", "faithfulness")
@@ -99,11 +100,11 @@ def circuit_nodes(circuit: Circuit) -> list[str]:
     ``logits`` are not removable and left out."""
     out = []
     for name in circuit.nodes():
-        base, _, span = name.partition("@")
-        base = base.split("<")[0]
+        base, span = split_node(name)
+        base = component_of(base)
         if base in ("input", "logits"):
             continue
-        out.append(f"{base}@{span}")
+        out.append(node_name(base, span))
     index = circuit.space.node_index
     return sorted(set(out), key=lambda n: index[n])
 
@@ -162,7 +163,9 @@ def completeness(evaluator, circuit: Circuit, n_samples: int = 10, p: float = 0.
 
     Args:
         evaluator: a `pw.Evaluator` on the model and data (its cached runs are reused).
-        n_samples, p, seed: random subsets, each node in K with probability ``p``.
+        n_samples: how many random subsets K.
+        p: each node is in K with probability ``p``.
+        seed: of the random subsets.
         greedy: also grow K greedily for this many steps, each adding the node that makes the
             gap largest (costs about 2 x nodes runs per step).
         subsets: explicit subsets (lists of node names) instead of random ones.
@@ -243,7 +246,8 @@ def minimality(evaluator, circuit: Circuit, threshold: float | None = None,
     Args:
         threshold: edges with |contribution| below it get ``below=True``; default 1% of
             |F(M) - F(empty)| (the effect of the whole model).
-        measure, progress: as for `completeness`.
+        measure: as for `completeness`.
+        progress: as for `completeness`.
 
     Returns:
         A DataFrame, one row per edge, largest |contribution| first: ``unit``, ``rows`` (edge

@@ -85,11 +85,12 @@ DEMO_MODELS = ("toy-ioi", "toy-ioi-llama")
 
 def _demo(args) -> int:
     import peap_widget as pw
-    from peap_widget.app.discover import DEFAULT_SIZES, run_discovery
+    from peap_widget.analysis.curves import DISCOVERY_SIZES
+    from peap_widget.app.discover import run_discovery
 
     model = pw.models.load(args.model)
     task = pw.tasks.get("ioi", n=2 * args.n, order="both", seed=12345)
-    summary = run_discovery(model, task, args.out, methods=("peap", "eap"), sizes=DEFAULT_SIZES,
+    summary = run_discovery(model, task, args.out, methods=("peap", "eap"), sizes=DISCOVERY_SIZES,
                             n_discovery=args.n, progress=not args.quiet,
                             title=f"peap demo: {args.model}, PEAP vs EAP")
     _print_summary(summary, ["peap", "eap"], args.out)
@@ -98,6 +99,7 @@ def _demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from peap_widget import __version__
+    from peap_widget.analysis.curves import DISCOVERY_SIZES
 
     p = argparse.ArgumentParser(prog="peap", description="Position-aware circuit discovery.")
     p.add_argument("--version", action="version", version=f"peap_widget {__version__}")
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["peap", "eap", "both", "eap-ig", "peap-ig", "eap-ig-activations"],
                    help="both = peap and eap; the *-ig methods integrate over 5 path points")
     d.add_argument("--ablation", default="counterfactual", choices=["counterfactual", "mean", "zero"])
-    d.add_argument("--sizes", default="0.001,0.002,0.005,0.01,0.015,0.02,0.03,0.05,0.07,0.1,0.15,0.2,0.3,0.5,1.0",
+    d.add_argument("--sizes", default=",".join(str(s) for s in DISCOVERY_SIZES),
                    help="circuit sizes, comma-separated: fractions of the graph with a point or %% "
                         "(0.5, 50%%, 1.0 = the whole graph) or whole edge counts (200)")
     d.add_argument("--edges", type=int, default=None,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..engine.attribution import attribute
-from ..analysis.curves import faithfulness_curve, mib_scores
+from ..analysis.curves import DISCOVERY_SIZES, faithfulness_curve, mib_scores
 from ..errors import PeapError
 from ..util.jsonio import finite_or_none
 from ..engine.evaluate import Evaluator, NormalisationError
@@ -29,8 +29,7 @@ from .report import write_report
 RESULT_FORMATS = ("json.gz", "npz")
 
 #: the demo's and CLI's default sizes: MIB's fractions plus a few in between
-DEFAULT_SIZES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3,
-                 0.5, 1.0)
+DEFAULT_SIZES = DISCOVERY_SIZES
 
 
 def parse_sizes(text: str) -> list:

@@ -20,15 +20,27 @@ Ties on the key go to the smaller unit index (keys are compared as ``(-key, unit
 count as -inf: the same order as a heap over all candidate units.
 
 Example:
-    >>> g = GreedyOrder(units, lambda u: keys[u])      # doctest: +SKIP
-    >>> g.prefix(1000)                                 # the first 1000 units, computed lazily
+    >>> import numpy as np
+    >>> from peap_widget.graph import GraphConfig, edge_space
+    >>> from peap_widget.circuits.units import units_of
+    >>> units = units_of(edge_space(GraphConfig(2, 2, 8), ["A", "B"], True), True)
+    >>> keys = np.linspace(0, 1, units.n)
+    >>> g = GreedyOrder(units, lambda u: keys[u])
+    >>> first = g.prefix(5)                # the first 5 units, computed lazily
+    >>> len(first), g.prefix(3).tolist() == first[:3].tolist()
+    (5, True)
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .units import Units
 
 #: requests reaching this far past the computed prefix switch from merging to walking
 WALK = 400_000
@@ -44,7 +56,7 @@ def _neg_keys(keys) -> np.ndarray:
 
 
 class GreedyOrder:
-    """The greedy order of ``units`` (a `peap_widget.circuits.circuit.Units`) under ``key_of(units)``
+    """The greedy order of ``units`` (a `peap_widget.circuits.units.Units`) under ``key_of(units)``
     (float keys, higher first, NaN as -inf), computed on demand and kept. ``all_keys()``, when
     given, returns every unit's key at once (faster than ``key_of(np.arange(units.n))``).
 
@@ -52,7 +64,8 @@ class GreedyOrder:
     computed prefix only when needed.
     """
 
-    def __init__(self, units, key_of, all_keys=None):
+    def __init__(self, units: Units, key_of: Callable[[np.ndarray], np.ndarray],
+                 all_keys: Callable[[], np.ndarray] | None = None):
         self.units, self.key_of = units, key_of
         self.all_keys = all_keys or (lambda: key_of(np.arange(units.n)))
         space = units.space
@@ -67,6 +80,11 @@ class GreedyOrder:
         self._walk: _Walk | None = None
         self._head_unit = self._head_neg = None  # per node, once `_precompute_heads` ran
         self._activate(space.root)
+
+    @property
+    def done(self) -> bool:
+        """Whether the whole order is known (no reachable unit is left to take)."""
+        return self._done
 
     def prefix(self, n: int | None = None) -> np.ndarray:
         """The first ``n`` units of the greedy order (fewer if fewer are reachable)."""

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
-import zipfile
-import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import PeapError
-from .circuit import Circuit, _space, _units, greedy_order, search, top_indices
-from ..graph.space import KEY_COLUMNS, QKV, EdgeSpace, Graph, GraphConfig
 from ..data.schema import Schema
+from ..errors import PeapError
+from ..graph.config import KEY_COLUMNS, Graph, GraphConfig
+from ..graph.names import QKV
+from ..graph.space import EdgeSpace, edge_space
+from . import result_files
+from .circuit import Circuit
+from .result_files import FORMAT, NPZ_VERSION
+from .search import greedy_order, search, top_indices
+from .units import units_of
 
-FORMAT = "peap_widget.attribution"
-#: version of the binary (.npz) format; JSON documents are version 1
-NPZ_VERSION = 2
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["FORMAT", "NPZ_VERSION", "AttributionResult"]
 
 
 class AttributionResult:
@@ -39,12 +42,18 @@ class AttributionResult:
         span_lengths: [N, S] token count of every span of every example (for real edge counts).
 
     Example:
-        >>> res.top(5)                     # the five edges of largest |score|   # doctest: +SKIP
-        >>> res.save("ioi_peap.npz"); AttributionResult.load("ioi_peap.npz")    # doctest: +SKIP
+        >>> from peap_widget.models.examples import random_result
+        >>> res = random_result(layers=2, heads=2, spans=2)
+        >>> len(res.top(5))                # the five edges of largest |score|
+        5
+        >>> again = AttributionResult.load(res.save("result.npz"))
+        >>> bool((again.scores == res.scores).all())
+        True
     """
 
-    def __init__(self, scores, spans, settings, clean_metric, counterfactual_metric, schema,
-                 graph_config: GraphConfig, span_lengths=None):
+    def __init__(self, scores, spans: list[str], settings: dict, clean_metric,
+                 counterfactual_metric, schema: Schema | None, graph_config: GraphConfig,
+                 span_lengths=None):
         """``scores``: one float per row of the edge space (with or without crossing rows, told
         apart by the count), or an edge-table DataFrame whose keys are checked against the
         space's (the JSON format)."""
@@ -69,10 +78,10 @@ class AttributionResult:
 
     def _space_for(self, n_rows: int) -> EdgeSpace:
         """The space with ``n_rows`` rows: residual rows only, or with crossing rows."""
-        resid = _space(self.graph_config, tuple(self.spans), False)
+        resid = edge_space(self.graph_config, tuple(self.spans), False)
         if n_rows == len(resid):
             return resid
-        full = _space(self.graph_config, tuple(self.spans), True)
+        full = edge_space(self.graph_config, tuple(self.spans), True)
         if n_rows != len(full):
             raise PeapError(f"{n_rows} scores do not match the graph: it has {len(resid)} "
                             f"residual edges over spans {self.spans}, {len(full)} with crossing "
@@ -85,7 +94,7 @@ class AttributionResult:
         if list(edges.columns[:5]) != cols or "score" not in edges.columns:
             raise PeapError(f"an edge table needs the columns {cols + ['score']}")
         crossing = bool((np.asarray(edges["kind"], dtype=object) != "resid").any())
-        space = _space(self.graph_config, tuple(self.spans), crossing)
+        space = edge_space(self.graph_config, tuple(self.spans), crossing)
         if len(edges) != len(space):
             raise PeapError("the edge table does not list the graph's edges in the expected order")
         rows = space.rows_of_keys(*(np.asarray(edges[c], dtype=object) for c in cols))
@@ -94,11 +103,12 @@ class AttributionResult:
         return edges["score"].to_numpy(dtype=np.float64)
 
     @classmethod
-    def from_arrays(cls, graph: Graph, spans, resid, cross, settings, clean, source, schema,
-                    span_lengths=None):
+    def from_arrays(cls, graph: Graph, spans: list[str], resid: np.ndarray,
+                    cross: np.ndarray | None, settings: dict, clean, source,
+                    schema: Schema | None, span_lengths=None) -> AttributionResult:
         """From dense score arrays: ``resid`` [S, n_forward, n_backward] and ``cross``
         [3, L, H, S, S] (None: no crossing edges), as `EdgeSpace.rows` lists them."""
-        space = _space(graph.cfg, tuple(spans), cross is not None)
+        space = edge_space(graph.cfg, tuple(spans), cross is not None)
         return cls(space.rows(resid, cross), spans, settings, clean, source, schema, graph.cfg,
                    span_lengths)
 
@@ -108,7 +118,7 @@ class AttributionResult:
         return self._scores
 
     @property
-    def edges(self):
+    def edges(self) -> pd.DataFrame:
         """The edge table (a pandas DataFrame), built on first access and kept."""
         if self._edges is None:
             table = self.space.frame()
@@ -134,8 +144,11 @@ class AttributionResult:
             prune: drop edges not on a path from an ``input`` node to the root logits.
 
         Example:
-            >>> circ = res.circuit(n_edges=100)                       # doctest: +SKIP
-            >>> res.circuit(method="threshold", threshold=0.05)       # doctest: +SKIP
+            >>> from peap_widget.models.examples import random_result
+            >>> res = random_result(layers=2, heads=2, spans=2)
+            >>> res.circuit(n_edges=10).n_edges <= 10
+            True
+            >>> circ = res.circuit(method="threshold", threshold=0.5)
         """
         self._require_finite_scores()
         rows = search(self.space, self.scores, n_edges, method, merge_qkv, absolute, threshold,
@@ -151,8 +164,11 @@ class AttributionResult:
         Shared by `circuit` and the circuit explorer.
 
         Example:
-            >>> res.greedy_order(True, absolute=True, n=1000)[:3]   # doctest: +SKIP
-            array([13012611, 13012609, 12995541])
+            >>> from peap_widget.models.examples import random_result
+            >>> res = random_result(layers=2, heads=2, spans=2)
+            >>> order = res.greedy_order(True, absolute=True, n=5)
+            >>> order.dtype, len(order)
+            (dtype('int64'), 5)
         """
         self._require_finite_scores()
         return greedy_order(self.space, self._scores, merge_qkv, absolute, self._greedy_orders, n)
@@ -172,7 +188,7 @@ class AttributionResult:
     def greedy_order_length(self, merge_qkv: bool = True) -> int:
         """How many units the whole greedy order has (every unit whose child node has a path
         to the root), found without running the search: ``len(greedy_order(merge_qkv))``."""
-        return _units(self.space, merge_qkv).n_reachable
+        return units_of(self.space, merge_qkv).n_reachable
 
     def circuit_from(self, edge_rows, merge_qkv: bool = True) -> Circuit:
         """A circuit of exactly the given rows of `edges`: a boolean mask, row positions, or a
@@ -225,7 +241,7 @@ class AttributionResult:
     def counterfactual_mean(self) -> float | None:
         return None if self.counterfactual_metric is None else float(self.counterfactual_metric.mean())
 
-    def top(self, n: int = 20, kind: str | None = None):
+    def top(self, n: int = 20, kind: str | None = None) -> pd.DataFrame:
         """The ``n`` edges of largest |score| (optionally of one kind), as a DataFrame indexed
         by row (ties in row order, NaN scores last)."""
         sp = self.space
@@ -252,134 +268,26 @@ class AttributionResult:
                 + ("" if self.counterfactual_metric is None
                    else f", counterfactual_metric={self.counterfactual_mean:.4g}") + ")")
 
-    # --- persistence ---------------------------------------------------------------------------
-
-    def _meta(self) -> dict:
-        """Everything but the arrays, JSON-ready."""
-        return {
-            "format": FORMAT, "settings": self.settings, "spans": self.spans,
-            "schema": None if self.schema is None else self.schema.to_dict(),
-            "graph": self.graph_config.to_dict(),
-        }
+    # --- persistence (peap_widget.circuits.result_files) -------------------------------------------
 
     def to_dict(self) -> dict:
         """The JSON document (version 1): metadata plus the edge table column by column."""
-        table = self.space.frame().astype(object)
-        cols = {c: table[c].tolist() for c in KEY_COLUMNS}
-        cols["score"] = self._scores.tolist()
-        return {
-            **self._meta(), "version": 1,
-            "clean_metric": self.clean_metric.tolist(),
-            "counterfactual_metric": (None if self.counterfactual_metric is None
-                                      else self.counterfactual_metric.tolist()),
-            "span_lengths": None if self.span_lengths is None else self.span_lengths.tolist(),
-            "edges": cols,
-        }
+        return result_files.result_to_dict(self)
 
     @classmethod
-    def from_dict(cls, d) -> AttributionResult:
-        import pandas as pd
-
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise PeapError(f"not a {FORMAT} document (missing or wrong 'format' field)")
-        try:
-            edges = pd.DataFrame({c: d["edges"][c] for c in (*KEY_COLUMNS, "score")})
-            edges["score"] = edges["score"].astype(np.float64)
-            schema = None if d.get("schema") is None else Schema.from_dict(d["schema"])
-            return cls(edges, d["spans"], d["settings"], d["clean_metric"],
-                       d.get("counterfactual_metric"), schema,
-                       GraphConfig.from_dict(d["graph"], len(d["spans"])),
-                       d.get("span_lengths"))
-        except (KeyError, TypeError, ValueError) as err:
-            raise PeapError(f"malformed {FORMAT} document: {err!r}") from None
+    def from_dict(cls, d: dict) -> AttributionResult:
+        return result_files.result_from_dict(cls, d)
 
     def save(self, path: str | Path) -> Path:
-        """Write the result; the format follows the file name:
-
-        - ``.npz`` (use this for big graphs): NumPy's zip of arrays, uncompressed: the float64
-          scores in row order, the metrics and span lengths, and a JSON ``meta`` entry (format,
-          version 2, settings, spans, schema, graph). The edge table is not stored; its rows
-          follow from the graph and spans. Written without pickles, read back bit for bit.
-        - ``.json`` / ``.json.gz`` (gzip when the name ends in ``.gz``): the whole edge table as
-          JSON columns, an export other tools can read; floats round-trip exactly.
-
-        Any other name is written as JSON. The file is written next to ``path`` and moved in
-        place when complete.
-        """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            if path.suffix == ".npz":
-                self._save_npz(tmp)
-            else:
-                text = json.dumps(self.to_dict())
-                if path.suffix == ".gz":
-                    with gzip.open(tmp, "wt") as f:
-                        f.write(text)
-                else:
-                    tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
-
-    def _save_npz(self, path: Path) -> None:
-        meta = json.dumps({**self._meta(), "version": NPZ_VERSION, "crossing": self.space.crossing})
-        arrays = {"meta": np.frombuffer(meta.encode(), dtype=np.uint8), "scores": self._scores,
-                  "clean_metric": self.clean_metric}
-        if self.counterfactual_metric is not None:
-            arrays["counterfactual_metric"] = self.counterfactual_metric
-        if self.span_lengths is not None:
-            arrays["span_lengths"] = self.span_lengths
-        with open(path, "wb") as f:  # a file object: numpy adds no suffix of its own
-            np.savez(f, **arrays)
+        """Write the result; the format follows the file name (`result_files.save_result`):
+        ``.npz`` (NumPy arrays plus JSON metadata; use this for big graphs), ``.json`` /
+        ``.json.gz`` (the whole edge table as JSON columns). Any other name is written as
+        JSON, written next to ``path`` and moved in place when complete."""
+        return result_files.save_result(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> AttributionResult:
         """Read a file written by `save`, whichever format (told apart by its first bytes, so a
         renamed file still loads). Anything else raises `PeapError` naming the file."""
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                magic = f.read(4)
-            if magic.startswith(b"PK"):
-                return cls._load_npz(path)
-            if magic.startswith(b"\x1f\x8b"):
-                with gzip.open(path, "rt") as f:
-                    d = json.load(f)
-            else:
-                d = json.loads(path.read_text())
-        except (ValueError, OSError, EOFError, zlib.error) as err:  # JSONDecodeError: ValueError
-            raise PeapError(f"cannot read an attribution result from {path}: {err}") from None
-        except PeapError as err:
-            raise PeapError(f"cannot read an attribution result from {path}: {err}") from None
-        try:
-            return cls.from_dict(d)
-        except PeapError as err:
-            raise PeapError(f"{path}: {err}") from None
+        return result_files.load_result(cls, path)
 
-    @classmethod
-    def _load_npz(cls, path: Path) -> AttributionResult:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(z["meta"].tobytes().decode())
-                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                    raise PeapError(f"not a {FORMAT} file (missing or wrong 'format' field)")
-                if meta.get("version") != NPZ_VERSION:
-                    raise PeapError(f"unsupported {FORMAT} file version {meta.get('version')!r}")
-                arrays = {k: z[k] for k in ("scores", "clean_metric", "counterfactual_metric",
-                                            "span_lengths") if k in z.files}
-            scores = arrays["scores"]
-            if scores.dtype != np.float64 or scores.ndim != 1:
-                raise PeapError(f"scores must be a float64 vector, got {scores.dtype} "
-                                f"{scores.shape}")
-            schema = None if meta.get("schema") is None else Schema.from_dict(meta["schema"])
-            res = cls(scores, meta["spans"], meta["settings"], arrays["clean_metric"],
-                      arrays.get("counterfactual_metric"), schema,
-                      GraphConfig.from_dict(meta["graph"], len(meta["spans"])),
-                      arrays.get("span_lengths"))
-        except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as err:
-            raise PeapError(f"malformed {FORMAT} file: {err!r}") from None
-        if res.space.crossing != bool(meta.get("crossing", res.space.crossing)):
-            raise PeapError(f"malformed {FORMAT} file: the scores do not match 'crossing'")
-        return res

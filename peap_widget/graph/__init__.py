@@ -1,6 +1,7 @@
 """Layer 2, graph: a model's computation graph as index arithmetic. `GraphConfig` / `Graph`
-name the nodes and slots, `EdgeSpace` numbers every (positional) edge and turns rows into names
-and back; nothing here touches a model.
+name the nodes and slots (`config`), `names` writes and parses every name, `EdgeSpace` numbers
+every (positional) edge (`index`: the arithmetic) and turns rows into names and back (`space`);
+nothing here touches a model.
 
 Example:
     >>> g = Graph(GraphConfig(n_layers=2, n_heads=2, d_model=8))
@@ -10,6 +11,11 @@ Example:
     (4, 'a1.h0')
 """
 
-from .space import KEY_COLUMNS, MAX_ROWS, QKV, EdgeSpace, Graph, GraphConfig, edge_table
+from .config import KEY_COLUMNS, MAX_ROWS, Graph, GraphConfig
+from .names import (QKV, Component, component_name, component_of, head_name, mlp_name, node_name,
+                    parse_component, slot_name, split_node, split_slot)
+from .space import EdgeSpace, edge_space, edge_table
 
-__all__ = ["KEY_COLUMNS", "MAX_ROWS", "QKV", "EdgeSpace", "Graph", "GraphConfig", "edge_table"]
+__all__ = ["KEY_COLUMNS", "MAX_ROWS", "QKV", "Component", "EdgeSpace", "Graph", "GraphConfig",
+           "component_name", "component_of", "edge_space", "edge_table", "head_name", "mlp_name",
+           "node_name", "parse_component", "slot_name", "split_node", "split_slot"]

@@ -1,157 +1,30 @@
-"""The computation graph's nodes, slots and edges, as index arithmetic over two dense axes.
+"""`EdgeSpace`: every (positional) edge of a graph over spans, numbered, named and listed as the
+edge table (DESIGN.md section 3); `edge_table` builds that table from dense score arrays and
+`edge_space` shares one space per (graph, spans, crossing).
 
-Like EAP-IG's graph, a whole graph is two axes: *forward nodes* (what writes to the residual
-stream: ``input``, ``a{L}.h{H}``, ``m{L}``) and *backward slots* (what reads from it:
-``a{L}.h{H}<q|k|v>``, ``m{L}``, ``logits``). A residual edge is a (forward node, backward slot)
-pair with the node upstream of the slot; scores live in dense ``[..., n_forward, n_backward]``
-arrays with `Graph.edge_mask` marking the real edges.
-
-Upstream of a slot in layer L: ``input``, every head and MLP of layers < L, and (sequential
-blocks) the heads of layer L for ``m{L}``. Forward nodes are ordered so that the upstream set of
-every slot is a prefix of the forward axis (`Graph.n_upstream`).
+The index arithmetic lives in `peap_widget.graph.index.EdgeIndex`; this adds the names (of
+edges and positional nodes) and the table's key columns.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from ..util.lazy import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-QKV = ("q", "k", "v")
-#: the edge table's key columns (DESIGN.md section 3), before ``score``
-KEY_COLUMNS = ("kind", "src", "dst", "src_span", "dst_span")
+from ..util.lazy import cached_property
+from .config import KEY_COLUMNS, MAX_ROWS, Graph, GraphConfig
+from .index import EdgeIndex
+from .names import QKV, node_name, slot_name, split_node, split_slot
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["KEY_COLUMNS", "MAX_ROWS", "QKV", "EdgeSpace", "Graph", "GraphConfig", "edge_space",
+           "edge_table"]
 
 
-@dataclass(frozen=True)
-class GraphConfig:
-    n_layers: int
-    n_heads: int
-    d_model: int
-    parallel_attn_mlp: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d, spans: int = 1, crossing: bool = True) -> GraphConfig:
-        """A config read from a file, checked before anything is built from it: positive whole
-        numbers, and a positional graph of ``spans`` spans of at most `MAX_ROWS` rows (a tiny
-        file cannot make us allocate terabytes). Raises `PeapError`."""
-        from ..errors import PeapError
-
-        if not isinstance(d, dict) or set(d) - {"n_layers", "n_heads", "d_model",
-                                                 "parallel_attn_mlp"}:
-            raise PeapError(f"a graph is {{n_layers, n_heads, d_model, parallel_attn_mlp}}, got {d!r}")
-        for k in ("n_layers", "n_heads", "d_model"):
-            v = d.get(k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PeapError(f"graph {k} must be a positive whole number, got {v!r}")
-        cfg = cls(d["n_layers"], d["n_heads"], d["d_model"], bool(d.get("parallel_attn_mlp", False)))
-        g = Graph(cfg)
-        rows = spans * g.n_forward * g.n_backward + (3 * cfg.n_layers * cfg.n_heads * spans * spans
-                                                      if crossing else 0)
-        if rows > MAX_ROWS:
-            raise PeapError(f"a graph of {cfg.n_layers} layers x {cfg.n_heads} heads over {spans} "
-                            f"spans has {rows:,} rows, more than the {MAX_ROWS:,} supported (at most "
-                            "a few hundred layers and heads); is the file corrupted?")
-        return cfg
-
-
-#: the largest positional graph a file may describe (a Llama-3-405B graph over 8 spans has
-#: 6.3e9 rows; 2^33 leaves room for it and refuses what cannot be real)
-MAX_ROWS = 2 ** 33
-
-
-class Graph:
-    """Names and indices of one architecture's graph (no positions; see `edge_table`)."""
-
-    def __init__(self, cfg: GraphConfig):
-        self.cfg = cfg
-        self.L, self.H = cfg.n_layers, cfg.n_heads
-
-    def __reduce__(self):
-        # Rebuilt from its shape: the cached index arrays (hundreds of MB for a 70B model)
-        # never travel with a remote request.
-        return (type(self), (self.cfg,))
-
-    # forward axis: input, then per layer its heads, then its MLP
-    @property
-    def n_forward(self) -> int:
-        return 1 + self.L * (self.H + 1)
-
-    def head_node(self, layer: int, head: int) -> int:
-        return 1 + layer * (self.H + 1) + head
-
-    def mlp_node(self, layer: int) -> int:
-        return 1 + layer * (self.H + 1) + self.H
-
-    # backward axis: per layer q of all heads, k of all heads, v of all heads, MLP; then logits
-    @property
-    def n_backward(self) -> int:
-        return self.L * (3 * self.H + 1) + 1
-
-    def qkv_slot(self, layer: int, kind: int, head: int) -> int:
-        return layer * (3 * self.H + 1) + kind * self.H + head
-
-    def mlp_slot(self, layer: int) -> int:
-        return layer * (3 * self.H + 1) + 3 * self.H
-
-    @property
-    def logits_slot(self) -> int:
-        return self.n_backward - 1
-
-    def attn_upstream(self, layer: int) -> int:
-        """How many forward nodes (a prefix) feed the q/k/v slots of ``layer``."""
-        return 1 + layer * (self.H + 1)
-
-    def mlp_upstream(self, layer: int) -> int:
-        return self.attn_upstream(layer) + (0 if self.cfg.parallel_attn_mlp else self.H)
-
-    @cached_property
-    def forward_names(self) -> list[str]:
-        names = ["input"]
-        for layer in range(self.L):
-            names += [f"a{layer}.h{h}" for h in range(self.H)] + [f"m{layer}"]
-        return names
-
-    @cached_property
-    def backward_names(self) -> list[str]:
-        names = []
-        for layer in range(self.L):
-            for kind in QKV:
-                names += [f"a{layer}.h{h}<{kind}>" for h in range(self.H)]
-            names.append(f"m{layer}")
-        return names + ["logits"]
-
-    @cached_property
-    def head_names(self) -> list[str]:
-        """Head names in (layer, head) order, matching ``[L, H]`` arrays flattened."""
-        return [f"a{layer}.h{h}" for layer in range(self.L) for h in range(self.H)]
-
-    @cached_property
-    def n_upstream(self) -> np.ndarray:
-        """[n_backward] length of the forward prefix upstream of each slot."""
-        n = np.empty(self.n_backward, dtype=np.int64)
-        for layer in range(self.L):
-            base = layer * (3 * self.H + 1)
-            n[base: base + 3 * self.H] = self.attn_upstream(layer)
-            n[self.mlp_slot(layer)] = self.mlp_upstream(layer)
-        n[-1] = self.n_forward
-        return n
-
-    @cached_property
-    def edge_mask(self) -> np.ndarray:
-        """[n_forward, n_backward] bool: True where (node -> slot) is a real edge."""
-        return np.arange(self.n_forward)[:, None] < self.n_upstream[None, :]
-
-    @property
-    def n_edges(self) -> int:
-        """Residual edges of the graph without positions (EAP-IG's count; 32,491 for GPT-2 small)."""
-        return int(self.edge_mask.sum())
-
-
-class EdgeSpace:
+class EdgeSpace(EdgeIndex):
     """Every edge of a graph over ``spans``, as integer coordinates of edge-table rows.
 
     Residual rows come first, span by span, each span listing `Graph.edge_mask`'s edges in
@@ -184,111 +57,6 @@ class EdgeSpace:
         'a1.h2<k>@A->a1.h2@B'
     """
 
-    def __init__(self, graph: Graph, spans: list[str], crossing: bool):
-        self.graph, self.spans, self.crossing = graph, list(spans), crossing
-        S = self.n_spans = len(spans)
-        up = graph.n_upstream
-        #: per forward node: its first backward slot, and where its run starts within a span
-        self.first_slot = np.searchsorted(up, np.arange(graph.n_forward), side="right")
-        per_fwd = graph.n_backward - self.first_slot
-        self.resid_start = np.concatenate([[0], np.cumsum(per_fwd)[:-1]]).astype(np.int64)
-        self.n_per_span = int(per_fwd.sum())  # = graph.n_edges
-        self.n_resid = S * self.n_per_span
-        self.n_pairs = S * (S + 1) // 2
-        if crossing:
-            qs, ks = np.tril_indices(S)
-            n_heads, n_pairs = graph.L * graph.H, len(qs)
-            head = np.tile(np.repeat(np.arange(n_heads), n_pairs), 3)
-            self.kind = np.repeat(np.arange(3), n_heads * n_pairs)
-            self.layer, self.head = head // graph.H, head % graph.H
-            self.qspan = np.tile(qs, 3 * n_heads)
-            self.kspan = np.tile(ks, 3 * n_heads)
-        else:
-            self.kind = self.layer = self.head = self.qspan = self.kspan = np.zeros(0, dtype=np.int64)
-        self.n_cross = len(self.kind)
-
-    def __len__(self) -> int:
-        return self.n_resid + self.n_cross
-
-    def same_as(self, other: EdgeSpace) -> bool:
-        return (self.graph.cfg == other.graph.cfg and self.spans == other.spans
-                and self.crossing == other.crossing)
-
-    # --- per-row coordinates (built on first use) -----------------------------------------------
-
-    @cached_property
-    def _span_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(fwd, bwd) of one span's residual rows, in row order."""
-        fwd, bwd = np.nonzero(self.graph.edge_mask)
-        return fwd.astype(np.int32), bwd.astype(np.int32)
-
-    @cached_property
-    def span(self) -> np.ndarray:
-        """[n_resid] span of every residual row."""
-        return np.repeat(np.arange(self.n_spans, dtype=np.int32), self.n_per_span)
-
-    @cached_property
-    def fwd(self) -> np.ndarray:
-        """[n_resid] forward node of every residual row."""
-        return np.tile(self._span_pairs[0], self.n_spans)
-
-    @cached_property
-    def bwd(self) -> np.ndarray:
-        """[n_resid] backward slot of every residual row."""
-        return np.tile(self._span_pairs[1], self.n_spans)
-
-    # --- dense <-> rows -------------------------------------------------------------------------
-
-    def dense(self, values: np.ndarray, fill=0):
-        """Row values -> (resid [S, n_forward, n_backward], cross [3, L, H, S, S] or None)."""
-        g, S = self.graph, self.n_spans
-        values = np.asarray(values)
-        resid = np.full((S, g.n_forward, g.n_backward), fill, dtype=values.dtype)
-        resid[:, g.edge_mask] = values[: self.n_resid].reshape(S, self.n_per_span)
-        cross = None
-        if self.crossing:
-            cross = np.full((3, g.L, g.H, S, S), fill, dtype=values.dtype)
-            cross[self.kind, self.layer, self.head, self.qspan, self.kspan] = values[self.n_resid:]
-        return resid, cross
-
-    def rows(self, resid: np.ndarray, cross: np.ndarray | None) -> np.ndarray:
-        """Dense arrays -> row values (the inverse of `dense`)."""
-        # a boolean mask over the last two axes lists them in row-major order: one span's rows
-        parts = [np.asarray(resid)[:, self.graph.edge_mask].reshape(-1)]
-        if self.crossing:
-            parts.append(np.asarray(cross)[self.kind, self.layer, self.head, self.qspan, self.kspan])
-        return np.concatenate(parts)
-
-    # --- row <-> coordinates by arithmetic ------------------------------------------------------
-
-    def resid_row(self, s, u, b):
-        """Row of residual edge (forward node u -> backward slot b) at span s (arrays allowed);
-        -1 where that is no edge."""
-        s, u, b = (np.asarray(x, dtype=np.int64) for x in (s, u, b))
-        ok = ((0 <= s) & (s < self.n_spans) & (0 <= u) & (u < self.graph.n_forward)
-              & (b < self.graph.n_backward))
-        uc = np.where(ok, u, 0)
-        ok &= b >= self.first_slot[uc]
-        row = s * self.n_per_span + self.resid_start[uc] + b - self.first_slot[uc]
-        return np.where(ok, row, -1)
-
-    def cross_row(self, c, head_flat, qs, ks):
-        """Row of crossing edge of kind c (0 q, 1 k, 2 v) of head ``layer * H + head``, query
-        span qs, key span ks (arrays allowed); -1 where there is none."""
-        c, h, qs, ks = (np.asarray(x, dtype=np.int64) for x in (c, head_flat, qs, ks))
-        n_heads = self.graph.L * self.graph.H
-        ok = (self.crossing & (0 <= c) & (c < 3) & (0 <= h) & (h < n_heads) & (0 <= ks) & (ks <= qs)
-              & (qs < self.n_spans))
-        row = self.n_resid + (c * n_heads + h) * self.n_pairs + qs * (qs + 1) // 2 + ks
-        return np.where(ok, row, -1)
-
-    def resid_coords(self, rows):
-        """(span, forward node, backward slot) of residual rows (the inverse of `resid_row`)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        s, o = np.divmod(rows, self.n_per_span)
-        u = np.searchsorted(self.resid_start, o, side="right") - 1
-        return s, u, self.first_slot[u] + o - self.resid_start[u]
-
     # --- names ------------------------------------------------------------------------------
 
     @cached_property
@@ -312,7 +80,7 @@ class EdgeSpace:
         index = {c: i for i, c in enumerate(self.component_names)}
         return np.asarray([index[b] for b in self.graph.backward_names], dtype=np.int32)
 
-    def codes(self, rows=None) -> dict[str, np.ndarray]:
+    def codes(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Integer codes of the key columns for ``rows`` (all when None): ``kind`` into
         ("resid", "q", "k", "v"), ``src`` / ``dst`` into `component_names`, spans into `spans`."""
         g = self.graph
@@ -324,7 +92,7 @@ class EdgeSpace:
         s, u, b = self.resid_coords(rows[res])
         bwd_code = self._bwd_code
         c = rows[~res] - self.n_resid
-        head_fwd = 1 + self.layer[c] * (g.H + 1) + self.head[c]
+        head_fwd = g.head_node(self.layer[c], self.head[c])
         for col, r_val, c_val in (("kind", 0, 1 + self.kind[c]), ("src", u, head_fwd),
                                   ("dst", bwd_code[b], head_fwd), ("src_span", s, self.kspan[c]),
                                   ("dst_span", s, self.qspan[c])):
@@ -335,7 +103,7 @@ class EdgeSpace:
         """`codes` of every row: one span's residual codes tiled, then the crossing rows'."""
         g, S = self.graph, self.n_spans
         fwd, bwd = self._span_pairs
-        head_fwd = 1 + self.layer * (g.H + 1) + self.head
+        head_fwd = g.head_node(self.layer, self.head)
         span = np.repeat(np.arange(S, dtype=np.int8 if S < 128 else np.int32), self.n_per_span)
         parts = {"kind": (np.zeros(self.n_resid, dtype=np.int8), 1 + self.kind),
                  "src": (np.tile(fwd, S), head_fwd),
@@ -343,7 +111,7 @@ class EdgeSpace:
                  "src_span": (span, self.kspan), "dst_span": (span, self.qspan)}
         return {c: np.concatenate([a, b.astype(a.dtype)]) for c, (a, b) in parts.items()}
 
-    def frame(self, rows=None):
+    def frame(self, rows: np.ndarray | None = None) -> pd.DataFrame:
         """The edge table's key columns for ``rows`` (all when None) as a DataFrame indexed by
         row number: categorical columns (spans ordered as in the schema), no Python strings per
         row."""
@@ -358,7 +126,7 @@ class EdgeSpace:
         return pd.DataFrame(cols, index=index)
 
     @cached_property
-    def table(self):
+    def table(self) -> pd.DataFrame:
         """The edge table's key columns (no scores), one row per edge (see `frame`)."""
         return self.frame()
 
@@ -428,11 +196,11 @@ class EdgeSpace:
         if not sep:
             return -1
         if "<" not in src:  # residual: src->dst@span
-            dst, _, span = rest.partition("@")
+            dst, span = split_node(rest)
             return int(self.resid_row(n["span"].get(span, -1), n["fwd"].get(src, -1),
                                       n["bwd"].get(dst, -1)))
-        head, _, tail = src.partition("<")  # crossing: head<c>@read->head@qspan, q adds [kspan]
-        kind = tail[:1]
+        # crossing: head<c>@read->head@qspan, q adds [kspan]
+        head, kind = split_slot(split_node(src)[0])
         prefix = f"{head}<{kind}>@"
         if kind not in QKV or head not in n["head"] or not name.startswith(prefix):
             return -1
@@ -451,7 +219,7 @@ class EdgeSpace:
             at = body.find(marker, at + 1)
         return -1
 
-    def row(self, edge) -> int:
+    def row(self, edge: int | str | tuple) -> int:
         """Row index of an edge given as an index, a key tuple or an `edge_name` string."""
         if isinstance(edge, (int, np.integer)):
             if not 0 <= edge < len(self):
@@ -469,295 +237,22 @@ class EdgeSpace:
             raise KeyError(f"no edge {key!r} (kind, src, dst, src_span, dst_span)")
         return row
 
-    # --- positional nodes -----------------------------------------------------------------------
-
-    @property
-    def n_nodes(self) -> int:
-        g, S = self.graph, self.n_spans
-        return S * g.n_forward + S * g.L * g.H * 3 + S
-
-    def F(self, u, s):
-        return s * self.graph.n_forward + u
-
-    def SLOT(self, head_flat, c, s):
-        g = self.graph
-        return self.n_spans * g.n_forward + (s * g.L * g.H + head_flat) * 3 + c
-
-    def LOGITS(self, s):
-        return self.n_nodes - self.n_spans + s
-
-    @property
-    def root(self) -> int:
-        return self.LOGITS(self.n_spans - 1)
-
-    @cached_property
-    def input_nodes(self) -> np.ndarray:
-        return self.F(0, np.arange(self.n_spans))
-
     @cached_property
     def node_names(self) -> list[str]:
         g = self.graph
-        names = [f"{u}@{s}" for s in self.spans for u in g.forward_names]
-        names += [f"{h}<{c}>@{s}" for s in self.spans for h in g.head_names for c in QKV]
-        return names + [f"logits@{s}" for s in self.spans]
+        slots = [slot_name(layer, h, c) for layer in range(g.L) for h in range(g.H) for c in QKV]
+        names = [node_name(u, s) for s in self.spans for u in g.forward_names]
+        names += [node_name(slot, s) for s in self.spans for slot in slots]
+        return names + [node_name("logits", s) for s in self.spans]
 
     @cached_property
     def node_index(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.node_names)}
 
-    @cached_property
-    def _slot_child(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per backward slot b: (base, stride) with b's node at span s = base + s * stride."""
-        g, S = self.graph, self.n_spans
-        base = np.empty(g.n_backward, dtype=np.int64)
-        stride = np.empty(g.n_backward, dtype=np.int64)
-        for layer in range(g.L):
-            for c in range(3):
-                for h in range(g.H):
-                    b = g.qkv_slot(layer, c, h)
-                    # Without crossing edges (EAP) nothing routes a head's inputs across
-                    # positions, so an edge into a head's q/k/v input goes straight to the head.
-                    if self.crossing:
-                        base[b] = S * g.n_forward + (layer * g.H + h) * 3 + c
-                        stride[b] = 3 * g.L * g.H
-                    else:
-                        base[b], stride[b] = g.head_node(layer, h), g.n_forward
-            base[g.mlp_slot(layer)], stride[g.mlp_slot(layer)] = g.mlp_node(layer), g.n_forward
-        base[g.logits_slot], stride[g.logits_slot] = self.n_nodes - S, 1
-        return base, stride
-
-    def _per_span(self, fn) -> np.ndarray:
-        """[rows] int32 node ids: ``fn(s)`` for each span's residual rows, then crossing rows'."""
-        out = np.empty(len(self), dtype=np.int32)
-        E = self.n_per_span
-        for s in range(self.n_spans):  # one span at a time keeps the int64 temporaries small
-            out[s * E:(s + 1) * E] = fn(s)
-        return out
-
-    @cached_property
-    def child(self) -> np.ndarray:
-        """[rows] child node of every row (int32)."""
-        g = self.graph
-        base, stride = self._slot_child
-        fb, sb = base[self._span_pairs[1]], stride[self._span_pairs[1]]
-        out = self._per_span(lambda s: fb + s * sb)
-        out[self.n_resid:] = self.F(1 + self.layer * (g.H + 1) + self.head, self.qspan)
-        return out
-
-    @cached_property
-    def parent(self) -> np.ndarray:
-        """[rows] parent node of every row (int32)."""
-        fwd = self._span_pairs[0].astype(np.int64)
-        out = self._per_span(lambda s: self.F(fwd, s))
-        out[self.n_resid:] = self.parents_of(np.arange(self.n_resid, len(self)))
-        return out
-
-    def parents_of(self, rows) -> np.ndarray:
-        """Parent nodes of ``rows`` by arithmetic (no per-row array needed): F(u, s) for a
-        residual row, the head's q/k/v input at the span it reads for a crossing row."""
-        rows = np.asarray(rows, dtype=np.int64)
-        res = rows < self.n_resid
-        out = np.empty(len(rows), dtype=np.int64)
-        s, u, _ = self.resid_coords(rows[res])
-        out[res] = self.F(u, s)
-        c = rows[~res] - self.n_resid
-        read = np.where(self.kind[c] == 0, self.qspan[c], self.kspan[c])
-        out[~res] = self.SLOT(self.layer[c] * self.graph.H + self.head[c], self.kind[c], read)
-        return out
-
-    @cached_property
-    def crossing_group(self) -> np.ndarray:
-        """[rows] for crossing rows the index of their (head, query span, key span) group
-        shared by q, k and v; -1 for residual rows (int32)."""
-        out = np.full(len(self), -1, dtype=np.int32)
-        out[self.n_resid:] = np.arange(self.n_cross) % max(self.n_cross // 3, 1)
-        return out
-
-    def group_rows(self, row: int) -> np.ndarray:
-        """The q, k and v rows of a crossing row's group (just ``[row]`` for a residual row)."""
-        if row < self.n_resid:
-            return np.asarray([row])
-        per_kind = self.n_cross // 3
-        return self.n_resid + (row - self.n_resid) % per_kind + per_kind * np.arange(3)
-
-    # --- structure for search -------------------------------------------------------------------
-
-    @cached_property
-    def node_level(self) -> np.ndarray:
-        """[nodes] a topological level: every row's parent sits at a lower level than its child
-        (input 0; layer l: q/k/v inputs 3l+1, heads 3l+2, MLP 3l+3; logits 3L+1)."""
-        g, S = self.graph, self.n_spans
-        u = np.arange(g.n_forward)
-        layer = (u - 1) // (g.H + 1)
-        f = np.where(u == 0, 0, np.where((u - 1) % (g.H + 1) == g.H, 3 * layer + 3, 3 * layer + 2))
-        slot = np.repeat(3 * (np.arange(g.L * g.H) // g.H) + 1, 3)
-        return np.concatenate([np.tile(f, S), np.tile(slot, S),
-                               np.full(S, 3 * g.L + 1)]).astype(np.int16)
-
-    def rows_into(self, node: int) -> np.ndarray:
-        """Rows whose child is ``node`` (by arithmetic, not a search over all rows)."""
-        return self.incoming(node)[0]
-
-    def incoming(self, node: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows whose child is ``node`` in increasing order, each row's parent node), by
-        arithmetic."""
-        g, S = self.graph, self.n_spans
-        node = int(node)
-        empty = np.zeros(0, dtype=np.int64)
-        if node >= self.n_nodes - S:                       # logits
-            return self._resid_into(node - (self.n_nodes - S), g.logits_slot)
-        if node >= S * g.n_forward:                        # a head's q/k/v input
-            t, c = divmod(node - S * g.n_forward, 3)
-            s, hf = divmod(t, g.L * g.H)
-            return (self._resid_into(s, g.qkv_slot(hf // g.H, c, hf % g.H)) if self.crossing
-                    else (empty, empty))
-        s, u = divmod(node, g.n_forward)
-        if u == 0:
-            return empty, empty
-        layer, h = divmod(u - 1, g.H + 1)
-        if h == g.H:                                       # MLP
-            return self._resid_into(s, g.mlp_slot(layer))
-        if self.crossing:                                  # head: its crossing rows at query s
-            kind, ks = np.repeat(np.arange(3), s + 1), np.tile(np.arange(s + 1), 3)
-            hf = layer * g.H + h
-            return (self.cross_row(kind, hf, s, ks),
-                    self.SLOT(hf, kind, np.where(kind == 0, s, ks)))
-        parts = [self._resid_into(s, g.qkv_slot(layer, c, h)) for c in range(3)]
-        rows, parents = (np.concatenate(x) for x in zip(*parts))
-        order = np.argsort(rows)
-        return rows[order], parents[order]
-
-    def _resid_into(self, s: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Residual rows into slot b at span s (one per upstream forward node, in forward
-        order), their parents."""
-        offsets = self._slot_offsets.get(b)
-        if offsets is None:  # row of (u -> b) within a span, for every upstream u
-            n_up = int(self.graph.n_upstream[b])
-            offsets = self._slot_offsets[b] = self.resid_start[:n_up] + b - self.first_slot[:n_up]
-        parents = s * self.graph.n_forward + self._arange[: len(offsets)]
-        return s * self.n_per_span + offsets, parents
-
-    @cached_property
-    def _slot_offsets(self) -> dict:
-        return {}
-
-    @cached_property
-    def _arange(self) -> np.ndarray:
-        return np.arange(self.graph.n_forward)
-
-    def resid_heads(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For every node whose incoming rows are one slot's residual rows at one span (q/k/v
-        inputs with crossing edges, MLPs, logits): (node, its row of smallest ``values``, that
-        value), the first such row on ties. ``values``: [n_resid], no NaN. A few passes over
-        the rows grouped by slot instead of one small search per node."""
-        g, S, E = self.graph, self.n_spans, self.n_per_span
-        perm, starts = self._by_slot
-        values = np.asarray(values)
-        best_rows, best_vals = np.empty((S, g.n_backward), np.int64), np.empty((S, g.n_backward))
-        for s in range(S):
-            v = values[s * E + perm]                        # span s's rows, slot by slot
-            low = np.minimum.reduceat(v, starts[:-1])
-            hit = np.flatnonzero(v == np.repeat(low, np.diff(starts)))
-            first = hit[np.searchsorted(hit, starts[:-1])]  # the first smallest of each slot
-            best_rows[s], best_vals[s] = s * E + perm[first], low
-        b = np.arange(g.n_backward)
-        base, stride = self._slot_child
-        nodes = base[None, :] + np.arange(S)[:, None] * stride[None, :]
-        single = np.ones(g.n_backward, dtype=bool)
-        if not self.crossing:  # a head's q, k and v rows all go to the head
-            single[:] = False
-            single[[g.mlp_slot(layer) for layer in range(g.L)] + [g.logits_slot]] = True
-        keep = single[b]
-        return nodes[:, keep].ravel(), best_rows[:, keep].ravel(), best_vals[:, keep].ravel()
-
-    @cached_property
-    def _by_slot(self) -> tuple[np.ndarray, np.ndarray]:
-        """(one span's residual rows grouped by backward slot, forward order within a slot;
-        where each slot's group starts, plus the end)."""
-        g = self.graph
-        perm = np.concatenate([self._resid_into(0, b)[0] for b in range(g.n_backward)])
-        starts = np.concatenate([[0], np.cumsum(g.n_upstream)])
-        return perm, starts
-
-    def on_paths(self, row_mask: np.ndarray) -> np.ndarray:
-        """[rows] bool: rows of ``row_mask`` on some path (through ``row_mask``'s rows) from an
-        input node to the root.
-
-        One sweep up the topological levels marks nodes reached from an input, one sweep down
-        marks nodes reaching the root; no fixpoint iteration, no search over other rows.
-        """
-        rows = np.nonzero(row_mask)[0]
-        out = np.zeros(len(self), dtype=bool)
-        if len(rows):
-            parent, child = self.parent[rows], self.child[rows]
-            keep = (self._reaching_root(parent, child)[child]
-                    & self._from_input(parent, child)[parent])
-            out[rows[keep]] = True
-        return out
-
-    def _from_input(self, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
-        """[nodes] reached from an input node through the rows (parent, child)."""
-        reached = np.zeros(self.n_nodes, dtype=bool)
-        reached[self.input_nodes] = True
-        for sel in _by_level(self.node_level[parent]):  # a level's status is final when swept
-            reached[child[sel[reached[parent[sel]]]]] = True
-        return reached
-
-    def _reaching_root(self, parent: np.ndarray, child: np.ndarray) -> np.ndarray:
-        """[nodes] with a path to the root through the rows (parent, child)."""
-        reached = np.zeros(self.n_nodes, dtype=bool)
-        reached[self.root] = True
-        for sel in reversed(_by_level(self.node_level[child])):
-            reached[parent[sel[reached[child[sel]]]]] = True
-        return reached
-
-    @cached_property
-    def root_reachable(self) -> np.ndarray:
-        """[nodes] bool: nodes with a path (through any rows) to the root."""
-        return self._reaching_root(self.parent, self.child)
-
-    # --- sizes ----------------------------------------------------------------------------------
-
-    def real_counts(self, span_lengths: np.ndarray) -> np.ndarray:
-        """[rows] mean number of real per-example edges each row stands for, given
-        [N, S] span lengths: |s| for residual rows, #{(t, t'): t in s_q, t' in s_k, t' <= t}
-        for crossing rows."""
-        resid = np.repeat(self._mean_lengths(span_lengths), self.n_per_span)
-        if not self.crossing:
-            return resid
-        return np.concatenate([resid, np.tile(self._mean_pairs(span_lengths),
-                                              3 * self.graph.L * self.graph.H)])
-
-    def real_total(self, row_mask: np.ndarray, span_lengths: np.ndarray) -> float:
-        """``real_counts(span_lengths)[row_mask].sum()`` without a per-row array: rows in the
-        mask are counted per span (per span pair) first."""
-        m = np.asarray(row_mask, dtype=bool)
-        per_span = m[: self.n_resid].reshape(self.n_spans, self.n_per_span).sum(1)
-        total = float(per_span @ self._mean_lengths(span_lengths))
-        if self.crossing:
-            per_pair = m[self.n_resid:].reshape(-1, self.n_pairs).sum(0)
-            total += float(per_pair @ self._mean_pairs(span_lengths))
-        return total
-
-    def _mean_lengths(self, span_lengths) -> np.ndarray:
-        return np.asarray(span_lengths, dtype=np.float64).mean(0)
-
-    def _mean_pairs(self, span_lengths) -> np.ndarray:
-        """[pairs] mean (query, key) pairs with key <= query of each span pair, tril order."""
-        lengths = np.asarray(span_lengths, dtype=np.float64)
-        qs, ks = np.tril_indices(self.n_spans)
-        lq, lk = lengths[:, qs], lengths[:, ks]
-        return np.where((qs == ks)[None], lq * (lq + 1) / 2, lq * lk).mean(0)
 
 
-def _by_level(levels: np.ndarray) -> list[np.ndarray]:
-    """Indices into ``levels`` grouped by level, lowest level first (a radix sort)."""
-    order = np.argsort(levels, kind="stable")
-    counts = np.bincount(levels)
-    return [g for g in np.split(order, np.cumsum(counts)[:-1]) if len(g)]
-
-
-def edge_table(graph: Graph, spans: list[str], resid: np.ndarray | None, cross: np.ndarray | None):
+def edge_table(graph: Graph, spans: list[str], resid: np.ndarray | None,
+               cross: np.ndarray | None) -> pd.DataFrame:
     """The edge table of DESIGN.md section 3 from dense score arrays, rows in `EdgeSpace` order.
 
     ``resid``: [S, n_forward, n_backward] (entries off `Graph.edge_mask` ignored).
@@ -767,3 +262,20 @@ def edge_table(graph: Graph, spans: list[str], resid: np.ndarray | None, cross: 
     table = space.frame()
     table["score"] = space.rows(resid, cross).astype(np.float64, copy=False)
     return table
+
+
+_SPACES: dict = {}
+
+
+def edge_space(cfg: GraphConfig, spans, crossing: bool) -> EdgeSpace:
+    """The `EdgeSpace` of graph ``cfg`` over ``spans``, one shared object per (cfg, spans,
+    crossing): its per-row arrays are built once however many results and circuits use it.
+
+    >>> cfg = GraphConfig(2, 2, 8)
+    >>> edge_space(cfg, ["A", "B"], True) is edge_space(cfg, ("A", "B"), True)
+    True
+    """
+    key = (cfg, tuple(spans), crossing)
+    if key not in _SPACES:
+        _SPACES[key] = EdgeSpace(Graph(cfg), list(spans), crossing)
+    return _SPACES[key]

@@ -10,14 +10,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from .core import as_float, close, correct, fmt, register, wrong
-from .shared import _ds_key, edge_label, mean_metric, reference, residual_edge
+from .shared import ds_key, edge_label, mean_metric, reference, residual_edge
 
 _EAP: dict = {}
 
 
 def eap_table(model, ds) -> dict:
     """{(u, v): EAP score} of every residual edge, from the reference (cached)."""
-    key = (id(getattr(model, "hf", model)), _ds_key(ds))
+    key = (id(getattr(model, "hf", model)), ds_key(ds))
     if key not in _EAP:
         ref = reference(model)
         edges = ref.edges()

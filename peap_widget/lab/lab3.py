@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .core import as_float, blank, correct, fmt, register, wrong
-from .lab4 import _points
+from .lab4 import curve_points
 
 
 def _spans_of(answer) -> list[dict]:
@@ -97,8 +97,8 @@ def schema_comparison(answer, fine, coarse, level: float = 0.5):
     reach ``level`` (from the two faithfulness curves)."""
     if not isinstance(answer, Mapping) or not {"fine", "coarse"} <= set(answer):
         wrong('answer with a dict {"fine": ..., "coarse": ...}.')
-    want = {"fine": next(iter(_points(fine, level).values())),
-            "coarse": next(iter(_points(coarse, level).values()))}
+    want = {"fine": next(iter(curve_points(fine, level).values())),
+            "coarse": next(iter(curve_points(coarse, level).values()))}
     bad = []
     for k, exp in want.items():
         got = answer[k]

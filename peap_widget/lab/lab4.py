@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..graph.names import head_name as name_of_head
+from ..graph.names import parse_component
 from .core import as_float, close, correct, fmt, register, wrong
 from .shared import edge_label, head_name, mean_metric, reference, residual_edge
 
@@ -47,7 +49,7 @@ def eap_is_sum(answer, model, ds, edge: str = "m0->a3.h2<k>"):
 def _name_movers(model, ds, k: int):
     ref = reference(model)
     last = ds.schema.spans[-1]
-    heads = [f"a{layer}.h{h}" for layer in range(ref.L) for h in range(ref.H)]
+    heads = [name_of_head(layer, h) for layer in range(ref.L) for h in range(ref.H)]
     full = mean_metric(model, ds)
     drop = {h: full - mean_metric(model, ds, {(h, "logits"): {last: 1.0}}) for h in heads}
     return sorted(heads, key=lambda h: -drop[h])[:k], drop
@@ -82,7 +84,7 @@ def read_spans(answer, model, ds, k: int = 2):
     ref, spans = reference(model), list(ds.schema.spans)
     bad, where = [], {}
     for h in want:
-        layer, head = (int(x) for x in h[1:].split(".h"))
+        _, layer, head = parse_component(h)
         att = np.zeros(len(spans))
         for ex in ds.examples:
             A = ref.attention(ex.clean_ids, layer, head)[-1]
@@ -101,7 +103,9 @@ def read_spans(answer, model, ds, k: int = 2):
                       for h, (s, w) in where.items()) + ": they copy the indirect object's name.")
 
 
-def _points(curve, level):
+def curve_points(curve, level: float) -> dict[str, float | None]:
+    """{result: real per-example edges of the curve's smallest circuit reaching ``level``, or
+    None where none does}."""
     out = {}
     for name in curve.results:
         p = curve.point(level, name)
@@ -109,12 +113,13 @@ def _points(curve, level):
     return out
 
 
+
 @register("lab4.real_edges_needed")
 def real_edges_needed(answer, curve, level: float = 0.5):
     """{result: real per-example edges of the smallest circuit on the curve reaching ``level``}."""
     if not isinstance(answer, Mapping):
         wrong('answer with a dict {"PEAP": ..., "EAP": ...}.')
-    want = _points(curve, level)
+    want = curve_points(curve, level)
     bad = []
     for name, exp in want.items():
         if name not in answer:
@@ -135,7 +140,7 @@ def real_edges_needed(answer, curve, level: float = 0.5):
 @register("lab4.fewer_real_edges")
 def fewer_real_edges(answer, curve, level: float = 0.5):
     """Which result reaches ``level`` with fewer real per-example edges."""
-    want = _points(curve, level)
+    want = curve_points(curve, level)
     reached = {n: v for n, v in want.items() if v is not None}
     best = min(reached, key=reached.get)
     if str(answer).strip().upper() == best.upper():

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .core import as_float, close, correct, fmt, register, wrong
-from .shared import _ds_key, circuit_of, edge_keys
+from .shared import ds_key, circuit_of, edge_keys
 
 _EVALUATORS: dict = {}
 
@@ -16,7 +16,7 @@ _EVALUATORS: dict = {}
 def faithfulness(model, ds, circuit) -> float:
     from ..engine.evaluate import Evaluator
 
-    key = (id(getattr(model, "hf", model)), _ds_key(ds))
+    key = (id(getattr(model, "hf", model)), ds_key(ds))
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(model, ds)
     return _EVALUATORS[key].run(circuit).faithfulness

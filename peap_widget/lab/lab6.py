@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .core import as_float, close, correct, fmt, register, wrong
-from .shared import _ds_key, circuit_of, mean_metric
+from .shared import ds_key, circuit_of, mean_metric
 
 _EVALUATORS: dict = {}
 
@@ -21,7 +21,7 @@ def evaluator(model, ds):
     """One cached `Evaluator` per (model, data), separate from the notebook's."""
     from ..engine.evaluate import Evaluator
 
-    key = (id(getattr(model, "hf", model)), _ds_key(ds))
+    key = (id(getattr(model, "hf", model)), ds_key(ds))
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(model, ds)
     return _EVALUATORS[key]

@@ -14,22 +14,23 @@ nothing from the attribution or evaluation engine:
 Only GPT-2 (``GPT2LMHeadModel``) is written out; crossing (q/k/v) edges are not.
 
 Example:
-    >>> ref = Reference(model)                                         # doctest: +SKIP
-    >>> ref.metric(ds, remove={("a3.h2", "logits"): 1.0})             # patched mean logit diff
-    >>> ref.eap_scores(ds, [("a3.h2", "logits"), ("m0", "a3.h2<k>")])  # doctest: +SKIP
+    >>> model = pw.models.load("toy-ioi")                # GPT-2's architecture, trained on IOI
+    >>> ds = pw.tasks.get("ioi", n=4, seed=0).dataset(model)
+    >>> ref = Reference(model)
+    >>> patched = ref.metric(ds, remove={("a3.h2", "logits"): 1.0})   # patched mean logit diff
+    >>> ref.eap_scores(ds, [("a3.h2", "logits"), ("m0", "a3.h2<k>")]).shape
+    (2,)
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import torch
 
-_HEAD = re.compile(r"^a(\d+)\.h(\d+)$")
-_SLOT = re.compile(r"^a(\d+)\.h(\d+)<([qkv])>$")
-_MLP = re.compile(r"^m(\d+)$")
+from ..errors import PeapError
+from ..graph.names import QKV, head_name, mlp_name, parse_component, slot_name, split_node
 
 
 def _gelu_new(x):
@@ -63,26 +64,30 @@ class Reference:
 
     def upstream(self, slot: str) -> list[str]:
         """Components feeding ``slot`` (DESIGN.md section 3, sequential GPT-2 blocks)."""
-        if slot == "logits":
+        try:
+            kind, layer, _ = parse_component(slot)
+        except PeapError:
+            kind = layer = None
+        if kind == "logits":
             layers, with_heads_of = self.L, None
-        elif m := _SLOT.match(slot):
-            layers, with_heads_of = int(m.group(1)), None
-        elif m := _MLP.match(slot):
-            layers, with_heads_of = int(m.group(1)), int(m.group(1))
+        elif kind in QKV:
+            layers, with_heads_of = layer, None
+        elif kind == "mlp":
+            layers, with_heads_of = layer, layer
         else:
             raise KeyError(f"unknown slot {slot!r}")
         names = ["input"]
         for layer in range(layers):
-            names += [f"a{layer}.h{h}" for h in range(self.H)] + [f"m{layer}"]
+            names += [head_name(layer, h) for h in range(self.H)] + [mlp_name(layer)]
         if with_heads_of is not None:
-            names += [f"a{with_heads_of}.h{h}" for h in range(self.H)]
+            names += [head_name(with_heads_of, h) for h in range(self.H)]
         return names
 
     def edges(self) -> list[tuple[str, str]]:
         """Every residual edge (component, slot) of the graph, without positions."""
         slots = []
         for layer in range(self.L):
-            slots += [f"a{layer}.h{h}<{c}>" for c in "qkv" for h in range(self.H)] + [f"m{layer}"]
+            slots += [slot_name(layer, h, c) for c in QKV for h in range(self.H)] + [mlp_name(layer)]
         slots.append("logits")
         return [(u, v) for v in slots for u in self.upstream(v)]
 
@@ -134,8 +139,8 @@ class Reference:
             pre = f"transformer.h.{layer}."
             W = p[pre + "attn.c_attn.weight"].reshape(D, 3, H, dh)
             b = p[pre + "attn.c_attn.bias"].reshape(3, H, dh)
-            slots = torch.stack([torch.stack([own(f"a{layer}.h{h}<{c}>", acc) for h in range(H)])
-                                 for c in "qkv"])           # [3, H, T, D]
+            slots = torch.stack([torch.stack([own(slot_name(layer, h, c), acc) for h in range(H)])
+                                 for c in QKV])             # [3, H, T, D]
             normed = self._ln(slots, pre + "ln_1")
             qkv = torch.einsum("chtD,Dchd->chtd", normed, W) + b[:, :, None, :]
             q, k, v = qkv                                   # [H, T, dh] each
@@ -144,12 +149,12 @@ class Reference:
             Wo = p[pre + "attn.c_proj.weight"].reshape(H, dh, D)
             heads = torch.einsum("htd,hdD->htD", A @ v, Wo)  # each head's output z
             for h in range(H):
-                z[f"a{layer}.h{h}"] = heads[h]
+                z[head_name(layer, h)] = heads[h]
             acc = acc + heads.sum(0) + p[pre + "attn.c_proj.bias"]
-            x = self._ln(own(f"m{layer}", acc), pre + "ln_2")
+            x = self._ln(own(mlp_name(layer), acc), pre + "ln_2")
             hid = self.act(x @ p[pre + "mlp.c_fc.weight"] + p[pre + "mlp.c_fc.bias"])
-            z[f"m{layer}"] = hid @ p[pre + "mlp.c_proj.weight"] + p[pre + "mlp.c_proj.bias"]
-            acc = acc + z[f"m{layer}"]
+            z[mlp_name(layer)] = hid @ p[pre + "mlp.c_proj.weight"] + p[pre + "mlp.c_proj.bias"]
+            acc = acc + z[mlp_name(layer)]
         x = self._ln(own("logits", acc), "transformer.ln_f")
         return {"z": z, "logits": x @ self.W_U.T}
 
@@ -245,11 +250,11 @@ def parse_edge(name: str) -> tuple[str, str, str | None]:
     """``"a3.h2->logits@to"`` -> ("a3.h2", "logits", "to"); position-free names (``@all`` or no
     ``@``) give span None. Crossing-edge names raise ValueError."""
     text = str(name).strip()
-    edge, _, span = text.partition("@")
+    edge, span = split_node(text)
+    if "->" not in edge and "->" in (span or ""):  # a1.h2<k>@S1->a1.h2@S2: the source has a span
+        raise ValueError(f"{name!r} is a crossing edge; the reference handles residual edges only")
     if "->" not in edge or "[" in text:
         raise ValueError(f"{name!r} is not a residual edge name like 'a3.h2->logits' or "
                          "'m0->a1.h2<q>@S2'")
     u, v = (s.strip() for s in edge.split("->", 1))
-    if "@" in u:
-        raise ValueError(f"{name!r} is a crossing edge; the reference handles residual edges only")
-    return u, v, (None if span in ("", "all") else span)
+    return u, v, (None if span in (None, "all") else span)

@@ -3,10 +3,11 @@ lenient parsing of edge and head names as students write them."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from ..errors import PeapError
+from ..graph.names import parse_component, split_node
+from ..graph.names import head_name as name_of_head
 from .core import blank, wrong
 from .reference import Reference
 
@@ -22,16 +23,18 @@ def reference(model) -> Reference:
     return _REFS[key][1]
 
 
-def _ds_key(ds):
+def ds_key(ds) -> tuple:
+    """A hashable key of a dataset's examples (ids, answers, spans), for the caches here."""
     return tuple((tuple(e.clean_ids), tuple(e.corrupted_ids or ()), e.correct_id, e.incorrect_id,
                   tuple(e.spans)) for e in ds.examples)
+
 
 
 def per_example(model, ds, remove=None) -> np.ndarray:
     """Reference per-example logit differences, cached per (model, data, removal)."""
     rm = None if not remove else tuple(sorted(
         (e, tuple(sorted(w.items())) if isinstance(w, dict) else float(w)) for e, w in remove.items()))
-    key = (id(getattr(model, "hf", model)), _ds_key(ds), rm)
+    key = (id(getattr(model, "hf", model)), ds_key(ds), rm)
     if key not in _RUNS:
         _RUNS[key] = reference(model).per_example(ds, remove)
     return _RUNS[key]
@@ -42,13 +45,13 @@ def mean_metric(model, ds, remove=None) -> float:
 
 
 def corrupted_metric(model, ds) -> float:
-    key = (id(getattr(model, "hf", model)), _ds_key(ds), "corrupted")
+    key = (id(getattr(model, "hf", model)), ds_key(ds), "corrupted")
     if key not in _RUNS:
         _RUNS[key] = reference(model).metric(ds, corrupted=True)
     return _RUNS[key]
 
 
-def residual_edge(name, what: str = "the edge") -> tuple[str, str, str | None]:
+def residual_edge(name: str | tuple, what: str = "the edge") -> tuple[str, str, str | None]:
     """``"a3.h2->logits"``, ``"a3.h2->logits@all"``, ``"m0->a1.h2<q>@S2"`` or a tuple
     ``(src, dst)`` / an edge-table key -> (src, dst, span or None)."""
     if isinstance(name, tuple):
@@ -60,28 +63,30 @@ def residual_edge(name, what: str = "the edge") -> tuple[str, str, str | None]:
     if not isinstance(name, str):
         wrong(f"{what} should be an edge name like 'a3.h2->logits', got {type(name).__name__}.")
     text = name.strip()
-    edge, _, span = text.partition("@")
+    edge, span = split_node(text)
     if "->" not in edge:
         wrong(f"{what} {name!r} is not an edge name: write it as 'source->slot', e.g. "
               "'a3.h2->logits' or 'm0->a3.h2<k>'.")
     u, v = (s.strip() for s in edge.split("->", 1))
-    return u, v, (None if span in ("", "all") else span)
+    return u, v, (None if span in (None, "all") else span)
 
 
-_HEAD = re.compile(r"^a(\d+)\.h(\d+)$")
-
-
-def head_name(value, what: str = "a head") -> str:
+def head_name(value: str | tuple[int, int], what: str = "a head") -> str:
     """``"a3.h2"`` (also ``"a3.h2@to"``, ``(3, 2)``) -> ``"a3.h2"``."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        value = f"a{int(value[0])}.h{int(value[1])}"
-    text = str(value).strip().split("@")[0]
-    if not _HEAD.match(text):
+        value = name_of_head(int(value[0]), int(value[1]))
+    text = split_node(str(value).strip())[0]
+    try:
+        is_head = parse_component(text).kind == "head"
+    except PeapError:
+        is_head = False
+    if not is_head:
         wrong(f"{what} should be named like 'a3.h2' (layer 3, head 2), got {value!r}.")
     return text
 
 
 def edge_label(u: str, v: str, span: str | None = None) -> str:
+    """``u->v`` or ``u->v@span``."""
     return f"{u}->{v}" + (f"@{span}" if span else "")
 
 

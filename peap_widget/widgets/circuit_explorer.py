@@ -58,14 +58,19 @@ import time
 import numpy as np
 import traitlets as t
 
-from ..circuits.circuit import Circuit, _units, top_indices
+from ..circuits.circuit import Circuit
+from ..circuits.search import top_indices
+from ..circuits.units import units_of
 from ..errors import PeapError
 from ..engine.evaluate import Evaluator
+from ..graph.config import HEAD, INPUT, MLP  # noqa: F401 (node types 0-2, with Q...LOGITS)
+from ..graph.names import QKV, node_name, split_node
 from .base import PeapWidget
 from .curves import curve_series, json_number
 
-# node types shared with the front end
-INPUT, HEAD, MLP, Q, K, V, LOGITS = range(7)
+# node types shared with the front end: the graph's forward node kinds (INPUT, HEAD, MLP = 0, 1,
+# 2), then a head's q/k/v inputs and the logits
+Q, K, V, LOGITS = range(MLP + 1, MLP + 5)
 HISTORY = 200
 
 
@@ -77,7 +82,7 @@ def default_selection(n_edges: int = 0) -> dict:
 def selection_rows(space, merge_qkv: bool, order: np.ndarray, scores: np.ndarray,
                    selection: dict) -> np.ndarray:
     """[rows] bool: the circuit a selection stands for (see the module docstring)."""
-    units = _units(space, merge_qkv)
+    units = units_of(space, merge_qkv)
     chosen = np.zeros(units.n, dtype=bool)
     if selection.get("mode", "edges") == "threshold":
         chosen[units.keys(scores, True) >= float(selection.get("threshold", 0.0))] = True
@@ -90,7 +95,7 @@ def selection_rows(space, merge_qkv: bool, order: np.ndarray, scores: np.ndarray
     if gone.size:
         rows &= ~(np.isin(space.child, gone) | np.isin(space.parent, gone))
     if selection.get("prune", True):
-        rows &= _units(space, False).on_paths(rows)
+        rows &= units_of(space, False).on_paths(rows)
     return rows
 
 
@@ -98,10 +103,7 @@ def node_table(space) -> dict[str, np.ndarray]:
     """Per positional node: type (INPUT...LOGITS), layer (-1 input, L logits), head, span."""
     g, S = space.graph, space.n_spans
     L, H, F = g.L, g.H, g.n_forward
-    u = np.arange(F)
-    f_type = np.where(u == 0, INPUT, np.where((u - 1) % (H + 1) == H, MLP, HEAD))
-    f_layer = np.where(u == 0, -1, (u - 1) // (H + 1))
-    f_head = np.where(u == 0, 0, (u - 1) % (H + 1))
+    f_type, f_layer, f_head = g.forward_coords(np.arange(F))   # an MLP's head is H
     hf = np.arange(L * H)
     s_type = (Q + np.arange(3))[None, :].repeat(L * H, 0).ravel()
     s_layer = np.repeat(hf // H, 3)
@@ -142,7 +144,7 @@ class _Shipping:
     def __init__(self, result, merge_qkv: bool):
         self.result, self.merge_qkv = result, merge_qkv
         self.space = space = result.space
-        self.units = units = _units(space, merge_qkv)
+        self.units = units = units_of(space, merge_qkv)
         self.scores = np.asarray(result.scores, dtype=np.float64)
         self.keys = units.keys(self.scores, True)
         self.n_units = int(units.n)
@@ -285,9 +287,10 @@ class CircuitExplorer(PeapWidget):
 
     Args:
         result: a `pw.AttributionResult`.
-        model, dataset: to re-evaluate edits and to describe heads (optional).
-        n_edges: the starting size (default: the smallest evaluated size with faithfulness
-            >= 0.8 when a curve is computed, else 50 edges).
+        model: to re-evaluate edits and to describe heads (optional, with ``dataset``).
+        dataset: the examples for that (optional, with ``model``).
+        n_edges: the starting size (default: the smallest evaluated size with
+            faithfulness >= 0.8 when a curve is computed, else 50 edges).
         merge_qkv: count a head's q/k/v crossing edges of one span pair as one edge.
         curves: a `pw.FaithfulnessCurve` to draw next to the diagram; with a model and dataset
             and ``curves=None`` one is computed at ``curve_sizes``.
@@ -297,8 +300,10 @@ class CircuitExplorer(PeapWidget):
             greedy order and the largest |scores| (about 41 bytes each; the default keeps an
             8B model's graph near 25 MB). Larger sizes are fetched from the kernel on demand;
             graphs that fit go whole.
-        chunk_units, max_page_units: units per fetched chunk, and the most a page asks for.
-        sample_size, sample_after: when one evaluation on the whole dataset takes longer than
+        chunk_units: units per fetched chunk.
+        max_page_units: the most a page asks for.
+        sample_size: see ``sample_after``.
+        sample_after: when one evaluation on the whole dataset takes longer than
             ``sample_after`` seconds (None: never), edits are evaluated on ``sample_size``
             examples spread over the dataset (the page shows "on k of n prompts" and offers the
             full evaluation); ``evaluate(full=True)`` always uses every example.
@@ -388,9 +393,9 @@ class CircuitExplorer(PeapWidget):
             self.head_info = head_details_for(model, dataset)
         curve_obj = curves
         if curve_obj is None and model is not None:
-            from ..analysis.curves import faithfulness_curve
+            from ..analysis.curves import MIB_FRACTIONS, faithfulness_curve
 
-            sizes = curve_sizes or (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+            sizes = curve_sizes or MIB_FRACTIONS
             curve_obj = faithfulness_curve(model, dataset, {result.method.upper(): result},
                                            sizes=sizes, merge_qkv=merge_qkv,
                                            evaluator=self._evaluator, progress=False)
@@ -448,7 +453,7 @@ class CircuitExplorer(PeapWidget):
 
     def _unit_of(self, edge) -> int:
         row = self.result.space.row(edge)
-        return int(_units(self.result.space, self.merge_qkv).of_row[row])
+        return int(units_of(self.result.space, self.merge_qkv).of_row[row])
 
     def remove_edge(self, edge):
         """Prune an edge (row index, key tuple or name as in `pw.Circuit`)."""
@@ -466,12 +471,13 @@ class CircuitExplorer(PeapWidget):
         or ``a1.h2`` / ``m0`` for that component at every span."""
         sp = self.result.space
         idx = sp.node_index
-        base, _, span = node.partition("@")
-        names = [f"{base}@{s}" for s in ([span] if span else sp.spans)]
+        base, span = split_node(node)
+        spans = [span] if span else sp.spans
+        names = [node_name(base, s) for s in spans]
         if not all(n in idx for n in names):
             raise KeyError(f"no node {node!r} (nodes look like 'a1.h2@S2', 'm0@IO', 'input@END', "
                            "or 'a1.h2' for every span)")
-        slots = [f"{n.split('@')[0]}<{c}>@{n.split('@')[1]}" for n in names for c in "qkv"]
+        slots = [node_name(f"{base}<{c}>", s) for s in spans for c in QKV]
         return [idx[n] for n in names] + [idx[n] for n in slots if n in idx]
 
     def remove_node(self, node: str):
@@ -682,7 +688,7 @@ class CircuitExplorer(PeapWidget):
         return {int(u) for sel in [self.selection, *self.history]
                 for key in ("added", "removed") for u in sel.get(key, [])}
 
-    def _page_state(self) -> dict:
+    def page_state(self) -> dict:
         """Trait values for a page without a kernel (`to_html`): what was shipped, grown where
         the circuit shown needs more (so the page shows it exactly), plus every unit the
         selection and the undo history name."""

@@ -195,9 +195,6 @@ class FaithfulnessCurves(PeapWidget):
             real_fraction, faithfulness, soft, hard, kl}`` (missing values may be None) or None;
             `set_current` builds it from a circuit and its evaluation.
         measure: y axis: ``"faithfulness"`` (normalized), ``"soft"``, ``"hard"`` or ``"kl"``.
-        refusal, warning: default the curve's (`FaithfulnessCurve.refusal` / ``.warning``):
-            why normalized faithfulness was not computed (the chart then shows this reason
-            instead of the faithfulness lines) and whether the model does the task.
         x: size axis: ``"fraction"`` (of edges), ``"n_edges"``, ``"n_real_edges"`` (real
             per-example edges), ``"real_fraction"`` (log scales; sizes <= 0 are left out and
             the chart says how many), or ``"fraction_linear"``.
@@ -207,6 +204,11 @@ class FaithfulnessCurves(PeapWidget):
             RocCurve}`` (`pw.roc_curves(results, truth)`); `FaithfulnessCurves.roc` builds the
             widget straight from results and a known circuit.
         view: ``"faithfulness"`` or ``"roc"`` (shown as tabs when both have data).
+
+    The keyword arguments ``refusal`` and ``warning`` (traits) default to the curve's
+    (`FaithfulnessCurve.refusal` / ``.warning``): why normalized faithfulness was not computed
+    (the chart then shows this reason instead of the faithfulness lines) and whether the model
+    does the task.
 
     Traits (synced): ``series`` ([{name, points: [{n_edges, fraction, n_real_edges,
     real_fraction, faithfulness, soft, hard, kl}]}], NaN as None), ``current``, ``measure``,

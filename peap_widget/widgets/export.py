@@ -31,8 +31,8 @@ import(url).then((m) => m.mountAll()).catch((e) => {
 def widget_state(widget) -> dict:
     """The widget's synced trait values as JSON, bytes as ``{"$b64": ...}`` (anywidget's own
     bookkeeping traits left out). A widget may put other values on the page for some traits:
-    its ``_page_state()`` returns them (the circuit explorer ships what its circuit needs)."""
-    page_values = widget._page_state() if hasattr(widget, "_page_state") else {}
+    its ``page_state()`` returns them (the circuit explorer ships what its circuit needs)."""
+    page_values = widget.page_state() if hasattr(widget, "page_state") else {}
     out = {}
     for name in widget.keys:
         if name.startswith("_") or name in ("layout", "comm", "log", "tabbable", "tooltip"):

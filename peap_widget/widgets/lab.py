@@ -52,7 +52,8 @@ class CircuitLab(W.VBox):
     4. **Curves**: `FaithfulnessCurves` of every method on the same data.
 
     Args:
-        model: a `pw.Model`; dataset: a `pw.Dataset` (or records with ``model``'s tokenizer).
+        model: a `pw.Model`.
+        dataset: a `pw.Dataset` (or records with ``model``'s tokenizer).
         path: autosave file for the schema editor's annotations.
         methods: attribution methods to run and compare (``("peap", "eap")``).
         curve_sizes: circuit sizes for the curves (default MIB's fractions).
