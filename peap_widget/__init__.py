@@ -6,7 +6,7 @@
     res = pw.attribute(model, ds, method="peap")        # res.edges: the edge table
     res.top(10)
 
-See DESIGN.md (the contract) and the README.
+See docs/numbers.md (what every number means) and docs/getting-started.md.
 """
 
 from . import models
@@ -18,7 +18,7 @@ from .data.dataset import Dataset, Example
 from .engine.evaluate import EvalResult, Evaluator, evaluate
 from .errors import (DatasetError, NonFiniteError, NormalisationError, PeapError, SchemaError,
                      UnsupportedArchitectureError)
-from .graph.space import Graph, GraphConfig
+from .graph import Graph, GraphConfig
 from .analysis.head_functions import (HeadFunctions, Relation, RelationError, head_functions,
                              head_functions_figure, relations)
 from .runtime.model import Model, load_model

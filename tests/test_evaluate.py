@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import peap_widget as pw
+from peap_widget.analysis.curves import helping_first
 from peap_widget import PeapError
 from tiny import tiny_gpt2, tiny_records
 
@@ -157,3 +158,24 @@ def test_curves_and_mib_scores(tiny_results):
     assert c2.table.requested.tolist() == [0, 10, 1000]
     with pytest.raises(PeapError, match="sizes"):
         pw.faithfulness_curve(model, ds, peap, sizes=[1.5], progress=False)
+
+
+def test_cpr_ranks_the_edges_that_help_the_task_first(one_thread):
+    """MIB's CPR ranks by signed score with the helpful edges first. A score here is
+    m(edge ablated) - m(clean), so those are the most negative ones: on the trained toy-ioi
+    model the CPR circuits must be faithful at small sizes, while the opposite ranking (the
+    edges whose removal raises the logit difference) drives faithfulness below zero."""
+    model = pw.models.load("toy-ioi")
+    ds = pw.tasks.get("ioi", n=24).dataset(model)
+    res = pw.attribute(model, ds, method="peap", progress=False)
+    scores = pw.mib_scores(model, ds, res)
+    opposite = pw.faithfulness_curve(model, ds, {"r": res}, sizes=pw.MIB_FRACTIONS,
+                                     absolute=False, progress=False)
+    assert scores["cpr"] > 0.4
+    assert opposite.area("faithfulness") < 0.2
+    small = opposite.table[opposite.table.requested_fraction.between(0.01, 0.5)]
+    assert (small.faithfulness < 0).all()
+    # the first edge of the CPR ranking is the edge with the most negative score
+    first = helping_first(res).circuit(n_edges=1, absolute=False, method="topn",
+                                       merge_qkv=False, prune=False)
+    assert first.edges.score.iloc[0] == -float(np.min(res.scores))

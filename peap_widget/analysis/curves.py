@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..circuits.result import AttributionResult
 from ..errors import PeapError
 from ..engine.evaluate import Evaluator, NormalisationError
 
@@ -230,8 +231,8 @@ def faithfulness_curve(model, ds, results, sizes: Sequence[float] | None = None,
 
 def mib_scores(model, ds, result, method: str = "greedy", merge_qkv: bool = True,
                evaluator: Evaluator | None = None, progress=False, desc: str = "CPR/CMD") -> dict:
-    """MIB's CPR (area under normalized faithfulness, circuits ranked by signed score; higher is
-    better) and CMD (area of |1 - f|, circuits ranked by |score|; lower is better), trapezoids
+    """MIB's CPR (area under normalized faithfulness, circuits ranked by signed score with the
+    edges that help the task first, see `helping_first`; higher is better) and CMD (area of |1 - f|, circuits ranked by |score|; lower is better), trapezoids
     over the linear fraction axis at MIB's sizes 0.001 ... 1.
 
     Raises `NormalisationError` (a `PeapError`, with the reason) when normalized faithfulness is
@@ -248,9 +249,20 @@ def mib_scores(model, ds, result, method: str = "greedy", merge_qkv: bool = True
     else:
         progress = [progress, progress]
     kw = dict(sizes=MIB_FRACTIONS, method=method, merge_qkv=merge_qkv, evaluator=evaluator)
-    signed = faithfulness_curve(model, ds, {"r": result}, absolute=False, progress=progress[0],
+    signed = faithfulness_curve(model, ds, {"r": helping_first(result)}, absolute=False,
+                                progress=progress[0],
                                 desc=f"{desc} (signed, CPR)", **kw)
     unsigned = faithfulness_curve(model, ds, {"r": result}, absolute=True, progress=progress[1],
                                   desc=f"{desc} (|score|, CMD)", **kw)
     return {"cpr": signed.area("faithfulness"),
             "cmd": unsigned.area("faithfulness", distance_from_one=True)}
+
+
+def helping_first(result: AttributionResult) -> AttributionResult:
+    """``result`` with every score negated, so that a ranking by signed score (MIB's CPR) puts
+    the edges that help the task first. A score here is m(edge ablated) - m(clean) for the task
+    metric (docs/numbers.md), so an edge the task needs has a negative one; MIB scores the same
+    difference for a loss (minus the metric), where it is positive and ranked first."""
+    return AttributionResult(-result.scores, result.spans, result.settings, result.clean_metric,
+                             result.counterfactual_metric, result.schema, result.graph_config,
+                             result.span_lengths)

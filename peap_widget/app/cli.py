@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default=None)
     d.add_argument("--remote", action="store_true",
                    help="run on NDIF (nnsight remote=True): set NDIF_API_KEY; the host is "
-                        "nnsight's configured one (see the README, 'Large models on NDIF')")
+                        "nnsight's configured one (see docs/ndif.md)")
     d.add_argument("--dtype", default=None)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(run=_discover)
