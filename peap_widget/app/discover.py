@@ -71,15 +71,7 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
     normalized faithfulness is refused). Returns the summary (also in ``summary.json``, strict
     JSON: a number that cannot be formed is null, with the reason in ``faithfulness_refused``;
     ``task_warning`` says when the model does not do the task)."""
-    if table_format not in ("csv", "parquet"):
-        raise PeapError(f"table format must be csv or parquet, got {table_format!r}")
-    if result_format not in RESULT_FORMATS:
-        raise PeapError(f"result format must be one of {RESULT_FORMATS}, got {result_format!r}")
-    if table_format == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise PeapError("--format parquet needs pyarrow (pip install pyarrow); or use csv") from None
+    _check_formats(table_format, result_format)
     if len(task) < 2:
         raise PeapError(f"the task has {len(task)} records; discovery and evaluation need at least 2")
     out = Path(out)
@@ -96,53 +88,22 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     (tmp / ".pid").write_text(str(os.getpid()))
     try:
-        results, start_sizes, evals = {}, {}, {}
-        for method in methods:
-            results[method.upper()] = attribute(model, disc, method=method, ablation=ablation,
-                                                metric=metric, batch_size=batch_size, progress=progress)
+        results = {method.upper(): attribute(model, disc, method=method, ablation=ablation,
+                                             metric=metric, batch_size=batch_size,
+                                             progress=progress)
+                   for method in methods}
         evaluator = Evaluator(model, evald, ablation, metric, batch_size)
         curve = faithfulness_curve(model, evald, results, sizes=sizes, evaluator=evaluator,
                                    progress=progress)
-        summary = {"model": model.name, "task": task.name, "ablation": ablation,
-                   "discovery_examples": len(disc), "evaluation_examples": len(evald),
-                   "clean_metric": float(evaluator.clean_per_example.mean()),
-                   "ablated_metric": float(evaluator.empty_per_example.mean())}
-        if not callable(metric) and metric == "logit_diff":
-            summary["clean_accuracy"] = float((evaluator.clean_per_example > 0).mean())
-        summary["faithfulness_refused"] = evaluator.refusal
-        summary["task_warning"] = evaluator.warning
+        summary = _baseline_summary(model, task, ablation, disc, evald, evaluator, metric)
+        start_sizes, evals = {}, {}
         for label, res in results.items():
-            m = label.lower()
-            table_path = tmp / f"edges_{m}.{table_format}"
-            if table_format == "csv":
-                res.edges.to_csv(table_path, index=False)
-            else:
-                res.edges.to_parquet(table_path, index=False)
-            res.save(tmp / f"result_{m}.{result_format}")
-            if n_edges is None:   # None when no size reaches 0.8, or normalising is refused
-                point = curve.point(0.8, label)
-                size = (int(point["requested"]) if point is not None
-                        else int(curve.table[curve.table.result == label].requested.max()))
-            else:
-                size = n_edges
-            circ = res.circuit(n_edges=size)
-            circ.name = f"{label} greedy, {circ.n_edges} edges"
-            circ.save(tmp / f"circuit_{m}.json")
-            start_sizes[label] = size
-            evals[label] = evaluator.run(circ)
-            try:
-                scores = mib_scores(model, evald, res, evaluator=evaluator, progress=progress,
-                                    desc=f"{label} CPR/CMD")
-            except NormalisationError:   # the reason is in summary["faithfulness_refused"]
-                scores = {"cpr": None, "cmd": None}
-            for level in (0.8, 0.95):
-                point = curve.point(level, label)
-                summary[f"{m}_edges_for_{level}"] = None if point is None else int(point["n_edges"])
-                summary[f"{m}_real_edges_for_{level}"] = (None if point is None
-                                                          else float(point["n_real_edges"]))
-            summary[f"{m}_cpr"], summary[f"{m}_cmd"] = scores["cpr"], scores["cmd"]
-            summary[f"{m}_circuit_edges"] = circ.n_edges
-            summary[f"{m}_circuit_faithfulness"] = evals[label].faithfulness
+            _write_tables(res, tmp, label.lower(), table_format, result_format)
+            circ, size = _written_circuit(res, curve, label, n_edges)
+            circ.save(tmp / f"circuit_{label.lower()}.json")
+            start_sizes[label], evals[label] = size, evaluator.run(circ)
+            summary.update(_method_summary(model, evald, res, label, curve, circ, evals[label],
+                                           evaluator, progress))
         curve.table.to_csv(tmp / "faithfulness.csv", index=False)
         curve.overview().savefig(tmp / "faithfulness.png", dpi=110)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -155,6 +116,75 @@ def run_discovery(model, task, out, methods=("peap",), ablation: str = "counterf
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_formats(table_format: str, result_format: str) -> None:
+    if table_format not in ("csv", "parquet"):
+        raise PeapError(f"table format must be csv or parquet, got {table_format!r}")
+    if result_format not in RESULT_FORMATS:
+        raise PeapError(f"result format must be one of {RESULT_FORMATS}, got {result_format!r}")
+    if table_format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise PeapError("--format parquet needs pyarrow (pip install pyarrow); or use csv") from None
+
+
+def _baseline_summary(model, task, ablation, disc, evald, evaluator, metric) -> dict:
+    """What the run was and how the model does the task (clean, ablated, accuracy)."""
+    summary = {"model": model.name, "task": task.name, "ablation": ablation,
+               "discovery_examples": len(disc), "evaluation_examples": len(evald),
+               "clean_metric": float(evaluator.clean_per_example.mean()),
+               "ablated_metric": float(evaluator.empty_per_example.mean())}
+    if not callable(metric) and metric == "logit_diff":
+        summary["clean_accuracy"] = float((evaluator.clean_per_example > 0).mean())
+    summary["faithfulness_refused"] = evaluator.refusal
+    summary["task_warning"] = evaluator.warning
+    return summary
+
+
+def _write_tables(res, folder: Path, m: str, table_format: str, result_format: str) -> None:
+    """The edge table (csv / parquet) and the result file of one method."""
+    table_path = folder / f"edges_{m}.{table_format}"
+    if table_format == "csv":
+        res.edges.to_csv(table_path, index=False)
+    else:
+        res.edges.to_parquet(table_path, index=False)
+    res.save(folder / f"result_{m}.{result_format}")
+
+
+def _written_circuit(res, curve, label: str, n_edges: int | None):
+    """The circuit written for one method: ``n_edges`` edges, else the smallest curve size
+    reaching faithfulness 0.8, else (none does, or normalising is refused) the largest."""
+    if n_edges is None:
+        point = curve.point(0.8, label)
+        size = (int(point["requested"]) if point is not None
+                else int(curve.table[curve.table.result == label].requested.max()))
+    else:
+        size = n_edges
+    circ = res.circuit(n_edges=size)
+    circ.name = f"{label} greedy, {circ.n_edges} edges"
+    return circ, size
+
+
+def _method_summary(model, evald, res, label, curve, circ, ev, evaluator, progress) -> dict:
+    """One method's lines of the summary: edges for f >= 0.8 and 0.95, CPR / CMD, the written
+    circuit's size and faithfulness."""
+    m = label.lower()
+    try:
+        scores = mib_scores(model, evald, res, evaluator=evaluator, progress=progress,
+                            desc=f"{label} CPR/CMD")
+    except NormalisationError:   # the reason is in summary["faithfulness_refused"]
+        scores = {"cpr": None, "cmd": None}
+    out = {}
+    for level in (0.8, 0.95):
+        point = curve.point(level, label)
+        out[f"{m}_edges_for_{level}"] = None if point is None else int(point["n_edges"])
+        out[f"{m}_real_edges_for_{level}"] = None if point is None else float(point["n_real_edges"])
+    out[f"{m}_cpr"], out[f"{m}_cmd"] = scores["cpr"], scores["cmd"]
+    out[f"{m}_circuit_edges"] = circ.n_edges
+    out[f"{m}_circuit_faithfulness"] = ev.faithfulness
+    return out
 
 
 #: the files a run writes (what an output folder may hold for a rerun to replace it)

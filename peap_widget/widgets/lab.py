@@ -127,56 +127,30 @@ class CircuitLab(W.VBox):
         self.run_button.disabled = True
         started = time.perf_counter()
         n_sizes = len(MIB_FRACTIONS if self.curve_sizes is None else self.curve_sizes)
-        plan = ([("attribution", COST["attribution"])] * len(chosen)
-                + [("evaluator", COST["evaluator"]),
-                   ("curves", COST["circuit"] * (len(chosen) * n_sizes + 1)),   # + the empty one
-                   ("explorer", COST["explorer"])])
-        total = sum(w for _, w in plan)
-        done_before = [0.0]
-
-        def stage(k: int, label: str):
-            """Start stage ``k`` of ``plan``; returns ``report(done, of)`` for it."""
-            done_before[0] = sum(w for _, w in plan[:k])
-            weight = plan[k][1]
-
-            def report(done, of):
-                frac = (done_before[0] + weight * (done / of if of else 1)) / total
-                self.stage.value = f"{html.escape(label)} {done}/{of}"
-                self.progress.value = min(self.progress.max, int(round(frac * self.progress.max)))
-            self.stage.value = html.escape(label)
-            report(0, 1)
-            return report
-
-        self.progress.value = 0
+        steps = StagedProgress(self, [COST["attribution"]] * len(chosen)
+                               + [COST["evaluator"],
+                                  COST["circuit"] * (len(chosen) * n_sizes + 1),  # + the empty one
+                                  COST["explorer"]])
         try:
             self.results = {}
             for k, m in enumerate(chosen):
                 self._say(f"{m.upper()} attribution on {len(ds)} examples…", "info")
-                report = stage(k, f"{m.upper()} attribution: examples")
+                report = steps.start(k, f"{m.upper()} attribution: examples")
                 self.results[m.upper()] = attribute(self.model, ds, method=m,
                                                     ablation=self.ablation.value,
                                                     batch_size=self.batch_size, progress=report)
             k = len(chosen)
             self._say("Faithfulness curves…", "info")
-            stage(k, "Faithfulness curves: clean and ablated runs")
+            steps.start(k, "Faithfulness curves: clean and ablated runs")
             evaluator = Evaluator(self.model, ds, self.ablation.value, batch_size=self.batch_size)
-            report = stage(k + 1, "Faithfulness curves: circuits")
+            report = steps.start(k + 1, "Faithfulness curves: circuits")
             evaluator.empty_per_example          # the empty circuit: one step of this stage
             report(1, len(chosen) * n_sizes + 1)
             self.curve = faithfulness_curve(self.model, ds, self.results, sizes=self.curve_sizes,
                                             evaluator=evaluator,
                                             progress=lambda d, t: report(d + 1, t + 1))
-            stage(k + 2, "Opening the explorer…")
-            first = next(iter(self.results.values()))
-            self.explorer = CircuitExplorer(first, self.model, ds, curves=self.curve,
-                                            evaluator=evaluator)
-            # the panel's "metric (clean ...)": both on the data the evaluations ran on
-            self.explorer.info = {**self.explorer.info, "clean_metric": evaluator.clean_metric}
-            self.curves = FaithfulnessCurves(self.curve)
-            self.explorer.observe(self._follow, names="evaluation")
-            self._follow(None)
-            self._explore_tab.children = [self.explorer]
-            self._curves_tab.children = [self.curves]
+            steps.start(k + 2, "Opening the explorer…")
+            self._open_views(ds, evaluator)
             self.stage.value = "done"
             self.progress.value = self.progress.max
         except Exception as e:  # shown in the widget; the annotations are untouched
@@ -184,7 +158,27 @@ class CircuitLab(W.VBox):
             raise
         finally:
             self.run_button.disabled = False
-        took = time.perf_counter() - started
+        self._report_done(len(ds), time.perf_counter() - started)
+        self.tabs.selected_index = 2
+        return True
+
+    def _open_views(self, ds, evaluator) -> None:
+        """The explorer (on the first result) and the curves, in their tabs, following each
+        other: the explorer's circuit is the curves' current point."""
+        first = next(iter(self.results.values()))
+        self.explorer = CircuitExplorer(first, self.model, ds, curves=self.curve,
+                                        evaluator=evaluator)
+        # the panel's "metric (clean ...)": both on the data the evaluations ran on
+        self.explorer.info = {**self.explorer.info, "clean_metric": evaluator.clean_metric}
+        self.curves = FaithfulnessCurves(self.curve)
+        self.explorer.observe(self._follow, names="evaluation")
+        self._follow(None)
+        self._explore_tab.children = [self.explorer]
+        self._curves_tab.children = [self.curves]
+
+    def _report_done(self, n_examples: int, took: float) -> None:
+        """The status line after a run: time, edges for f >= 0.8 per method, and any warning
+        or refusal of the curves."""
         notes = [html.escape(n) for n in (self.curve.warning, self.curve.refusal) if n]
         if self.curve.refusal:
             summary = "Normalized faithfulness was not computed, so no circuit size is suggested"
@@ -196,11 +190,9 @@ class CircuitLab(W.VBox):
         text = f"Done in {took:.1f} s. {summary}."
         if notes:
             text += "<br><b>Note:</b> " + "<br>".join(notes)
-        text += (f"<br>All numbers (explorer, curves) are on these {len(ds)} examples, the data "
+        text += (f"<br>All numbers (explorer, curves) are on these {n_examples} examples, the data "
                  "the attribution ran on.")
         self._say(text, "warning" if notes else "success")
-        self.tabs.selected_index = 2
-        return True
 
     def _follow(self, _change):
         ev = self.explorer.evaluation
@@ -213,6 +205,26 @@ class CircuitLab(W.VBox):
         if self.explorer is None:
             raise PeapError("nothing to export yet: run the attribution first (lab.run())")
         return to_html(path, self.explorer, self.curves, title=title)
+
+
+class StagedProgress:
+    """The lab's one progress bar over stages of given weights: ``start(k, label)`` begins
+    stage ``k`` and returns ``report(done, of)`` for the work inside it."""
+
+    def __init__(self, lab: CircuitLab, weights: list[float]):
+        self.lab, self.weights, self.total = lab, weights, sum(weights)
+        lab.progress.value = 0
+
+    def start(self, k: int, label: str):
+        before, weight, lab = sum(self.weights[:k]), self.weights[k], self.lab
+
+        def report(done, of):
+            frac = (before + weight * (done / of if of else 1)) / self.total
+            lab.stage.value = f"{html.escape(label)} {done}/{of}"
+            lab.progress.value = min(lab.progress.max, int(round(frac * lab.progress.max)))
+        lab.stage.value = html.escape(label)
+        report(0, 1)
+        return report
 
 
 class _Eval:
