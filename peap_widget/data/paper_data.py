@@ -239,61 +239,17 @@ def load_peap_paper(clean_csv: str | Path, counterfactual_csv: str | Path,
     names, meta = _span_columns(clean, spans, used, set(ignore))
     if cf is not None:
         _check_pair(clean, cf, roles)
-    keep = list(range(len(clean.rows)))
-    if split is not None:
-        if "split" not in clean.header:
-            raise DatasetError(f"{clean.path}: split={split!r} but the file has no 'split' column")
-        wanted = {split} if isinstance(split, str) else set(split)
-        keep = [k for k in keep if clean.rows[k]["split"].strip() in wanted]
-        if not keep:
-            found = sorted({r["split"] for r in clean.rows})
-            raise DatasetError(f"{clean.path}: no row has split in {sorted(wanted)} (found {found})")
-
+    keep = _rows_in_split(clean, split)
     offset = _detect_offset(clean, keep, roles["length"], roles["prompt"], tok, bos_offset)
-    records, lead = [], set()
-    for k in keep:
-        row = clean.rows[k]
-        length = _int(clean, k, roles["length"], "the prompt's token count") - offset
-        starts = [_int(clean, k, c, "a span's first token index") - offset for c in names]
-        if starts[0] not in (0, 1):
-            raise DatasetError(f"{clean.where(k, names[0])}: the first span starts at token "
-                               f"{starts[0] + offset}; the paper's first span starts right after "
-                               f"the BOS token ({offset}, or 0 with bos_offset=0)")
-        lead.add(starts[0])
-        rec = {"clean": row[roles["prompt"]], "_length": length, "_starts": starts, "_row": k}
-        if answers == "tokens":
-            rec["correct"], rec["incorrect"] = row[roles["correct"]], row[roles["incorrect"]]
-        else:
-            rec["correct"], rec["incorrect"] = _greater_than_answers(clean, k, roles["label"])
-        if cf is not None:
-            rec["corrupted"] = cf.rows[k][roles["prompt"]]
-        rec.update({c: row[c] for c in meta})
-        records.append(rec)
-    if lead == {0, 1}:
-        k = next(r["_row"] for r in records if r["_starts"][0] != records[0]["_starts"][0])
-        raise DatasetError(f"{clean.where(k, names[0])}: the first span starts at a different token "
-                           "than on the first row; either every row starts at the BOS offset or none")
-    with_bos = lead == {1}
-    if with_bos and bos_span is not None and bos_span in names:
-        raise DatasetError(f"{clean.path}: bos_span={bos_span!r} is also a span column; pick "
-                           "another name")
+    records = [_paper_record(clean, cf, k, roles, names, meta, answers, offset) for k in keep]
+    with_bos = _with_bos(clean, records, names, bos_span)
     schema_names = ([bos_span] if with_bos and bos_span is not None else []) + names
     try:
         schema = Schema(schema_names)
     except SchemaError as err:
         raise SchemaError(f"{clean.path}: {err.args[0]}", rule=err.rule) from None
     for rec in records:
-        k, starts = rec.pop("_row"), rec.pop("_starts")
-        if with_bos:
-            starts = ([0] + starts) if bos_span is not None else ([0] + starts[1:])
-        ranges = ranges_from_starts(starts, rec["_length"])
-        rec["spans"] = dict(zip(schema_names, map(list, ranges)))
-        rec["_row"] = k
-        try:
-            schema.validate(rec["spans"], rec["_length"])
-        except SchemaError as err:
-            col = err.span if err.span in names else names[0]
-            raise SchemaError(f"{clean.where(k, col)}: {err.args[0]}", rule=err.rule) from None
+        _set_spans(clean, rec, schema, schema_names, names, with_bos, bos_span)
     rows = [r.pop("_row") for r in records]
     try:
         ds = Dataset.from_records(records, tok, schema=schema)
@@ -309,6 +265,74 @@ def load_peap_paper(clean_csv: str | Path, counterfactual_csv: str | Path,
                                                         "tokens" else ("label",))},
         meta, split)
     return ds
+
+
+def _rows_in_split(clean: PaperTable, split) -> list[int]:
+    """The rows to read: all, or those whose ``split`` column is (one of) ``split``."""
+    keep = list(range(len(clean.rows)))
+    if split is None:
+        return keep
+    if "split" not in clean.header:
+        raise DatasetError(f"{clean.path}: split={split!r} but the file has no 'split' column")
+    wanted = {split} if isinstance(split, str) else set(split)
+    keep = [k for k in keep if clean.rows[k]["split"].strip() in wanted]
+    if not keep:
+        found = sorted({r["split"] for r in clean.rows})
+        raise DatasetError(f"{clean.path}: no row has split in {sorted(wanted)} (found {found})")
+    return keep
+
+
+def _paper_record(clean: PaperTable, cf: PaperTable | None, k: int, roles, names, meta,
+                  answers: str, offset: int) -> dict:
+    """Row ``k`` as a record, with its length and span starts in this tokenizer's positions
+    (``_length``, ``_starts``) and its row (``_row``) kept aside for the checks that follow."""
+    row = clean.rows[k]
+    length = _int(clean, k, roles["length"], "the prompt's token count") - offset
+    starts = [_int(clean, k, c, "a span's first token index") - offset for c in names]
+    if starts[0] not in (0, 1):
+        raise DatasetError(f"{clean.where(k, names[0])}: the first span starts at token "
+                           f"{starts[0] + offset}; the paper's first span starts right after "
+                           f"the BOS token ({offset}, or 0 with bos_offset=0)")
+    rec = {"clean": row[roles["prompt"]], "_length": length, "_starts": starts, "_row": k}
+    if answers == "tokens":
+        rec["correct"], rec["incorrect"] = row[roles["correct"]], row[roles["incorrect"]]
+    else:
+        rec["correct"], rec["incorrect"] = _greater_than_answers(clean, k, roles["label"])
+    if cf is not None:
+        rec["corrupted"] = cf.rows[k][roles["prompt"]]
+    rec.update({c: row[c] for c in meta})
+    return rec
+
+
+def _with_bos(clean: PaperTable, records: list[dict], names, bos_span) -> bool:
+    """Whether the first span starts after a BOS token on every row (it must be every row or
+    none), and ``bos_span`` is usable as its span's name."""
+    lead = {r["_starts"][0] for r in records}
+    if lead == {0, 1}:
+        k = next(r["_row"] for r in records if r["_starts"][0] != records[0]["_starts"][0])
+        raise DatasetError(f"{clean.where(k, names[0])}: the first span starts at a different token "
+                           "than on the first row; either every row starts at the BOS offset or none")
+    with_bos = lead == {1}
+    if with_bos and bos_span is not None and bos_span in names:
+        raise DatasetError(f"{clean.path}: bos_span={bos_span!r} is also a span column; pick "
+                           "another name")
+    return with_bos
+
+
+def _set_spans(clean: PaperTable, rec: dict, schema: Schema, schema_names, names,
+               with_bos: bool, bos_span) -> None:
+    """``rec["spans"]`` from its starts (the BOS token as its own span, or joining the first),
+    validated; an error names the file's row and column."""
+    k, starts = rec["_row"], rec.pop("_starts")
+    if with_bos:
+        starts = ([0] + starts) if bos_span is not None else ([0] + starts[1:])
+    ranges = ranges_from_starts(starts, rec["_length"])
+    rec["spans"] = dict(zip(schema_names, map(list, ranges)))
+    try:
+        schema.validate(rec["spans"], rec["_length"])
+    except SchemaError as err:
+        col = err.span if err.span in names else names[0]
+        raise SchemaError(f"{clean.where(k, col)}: {err.args[0]}", rule=err.rule) from None
 
 
 def _check_pair(clean: PaperTable, cf: PaperTable, roles) -> None:
