@@ -89,7 +89,7 @@ def run_mode(args) -> dict:
     import torch
 
     import peap_widget as pw
-    from peap_widget.engine.attribution import frozen_parameters
+    from peap_widget.runtime.grad import frozen_parameters
 
     model, ds = build(args)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)

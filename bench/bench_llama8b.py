@@ -62,7 +62,7 @@ def bare(model, ds, batch_size: int) -> None:
     """Counterfactual forward (no grad) + clean forward + backward to the embeddings, per batch."""
     import torch
 
-    from peap_widget.engine.attribution import frozen_parameters
+    from peap_widget.runtime.grad import frozen_parameters
     from peap_widget.engine.metrics import last_token_logits, logit_diff
 
     hf = model.hf

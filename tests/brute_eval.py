@@ -2,7 +2,8 @@
 
 Written only from the contract, in plain PyTorch, one example at a time with explicit loops.
 Nothing here imports the engine; the model structure helpers, ablation sources (z*, q*, k*, v*)
-and the records come from tests/brute_force.py (itself written from the contract).
+and the records come from tests/brute_force.py (itself written from the contract), the circuit
+forward from tests/brute_families.py (the one forward of every family, GPT-2 included).
 
 A circuit is a set of row keys ``(kind, src, dst, src_span, dst_span)``:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+import brute_families as bfam
 import brute_force as bf
 
 KINDS = bf.KINDS
@@ -54,17 +56,9 @@ def expand_eap(hf, eap_keys, schema):
     return out
 
 
-def _attn_bias_sum(hf, n_layers, d_model, dtype):
-    """Sum of the attention c_proj biases of the first ``n_layers`` layers (never nodes)."""
-    b = torch.zeros(d_model, dtype=dtype)
-    for l in range(n_layers):
-        b = b + hf.transformer.h[l].attn.c_proj.bias
-    return b
-
-
-@torch.no_grad()
 def run_circuit(hf, ids, span_at, circuit, src, _break=None):
-    """Circuit run of one example.
+    """Circuit run of one example: the (T, vocab) logits of `brute_families.run_circuit` (the
+    oracles' one circuit forward) on the GPT-2's description, read from its weights now.
 
     ids: 1-D LongTensor (clean prompt); span_at: span name of every position; circuit: set of row
     keys; src: ``bf.Source`` with per-position z* (component -> (T, d_model)) and q*/k*/v*
@@ -76,78 +70,8 @@ def run_circuit(hf, ids, span_at, circuit, src, _break=None):
     ``"qk_swapped"`` uses the k rows for q and the q rows for k, ``"drop_bias"`` forgets the
     attention c_proj biases.
     """
-    n_layer, n_head, d_model, d_head = bf.dims(hf)
-    tr = hf.transformer
-    dtype = tr.wte.weight.dtype
-    T = ids.shape[0]
-    assert len(span_at) == T
-    circuit = set(circuit)
-
-    z = {}  # component outputs of THIS run
-    z["input"] = tr.wte.weight[ids] + tr.wpe.weight[torch.arange(T)]
-
-    def slot_input(slot, n_bias_layers):
-        """Rebuilt residual input of ``slot``: per position, a loop over upstream components."""
-        bias = _attn_bias_sum(hf, n_bias_layers, d_model, dtype)
-        if _break == "drop_bias":
-            bias = torch.zeros_like(bias)
-        x = torch.zeros(T, d_model, dtype=dtype)
-        for t in range(T):
-            s = span_at[t]
-            acc = bias.clone()
-            for u in bf.upstream(hf, slot):
-                if ("resid", u, slot, s, s) in circuit:
-                    acc = acc + z[u][t]
-                else:
-                    acc = acc + src.z[u][t]
-            x[t] = acc
-        return x
-
-    def in_circuit(kind, name, t, tp):
-        if _break == "crossing_all_in":
-            return True
-        if _break == "qk_swapped":
-            kind = {"q": "k", "k": "q"}.get(kind, kind)
-        if _break == "crossing_swapped":
-            return (kind, name, name, span_at[t], span_at[tp]) in circuit
-        return (kind, name, name, span_at[tp], span_at[t]) in circuit
-
-    for L in range(n_layer):
-        block = tr.h[L]
-        scale = bf.attn_scale(hf, L)
-        for h in range(n_head):
-            name = bf.head_name(L, h)
-            Wq, bq, Wk, bk, Wv, bv, Wo = bf.head_weights(hf, L, h)
-            # each of q, k, v from the head's OWN rebuilt slot input
-            q = bf._ln(block.ln_1, slot_input(f"{name}<q>", L)) @ Wq + bq
-            k = bf._ln(block.ln_1, slot_input(f"{name}<k>", L)) @ Wk + bk
-            v = bf._ln(block.ln_1, slot_input(f"{name}<v>", L)) @ Wv + bv
-            qs, ks, vs = src.q[(L, h)], src.k[(L, h)], src.v[(L, h)]
-            result = torch.zeros(T, d_model, dtype=dtype)
-            for t in range(T):
-                scores = []
-                values = []
-                for tp in range(t + 1):  # causal: keys t' <= t
-                    qq = q[t] if in_circuit("q", name, t, tp) else qs[t]
-                    kk = k[tp] if in_circuit("k", name, t, tp) else ks[tp]
-                    vv = v[tp] if in_circuit("v", name, t, tp) else vs[tp]
-                    scores.append(torch.dot(qq, kk) * scale)
-                    values.append(vv)
-                a = torch.softmax(torch.stack(scores), dim=0)
-                o = torch.zeros(d_head, dtype=dtype)
-                for j in range(t + 1):
-                    o = o + a[j] * values[j]
-                result[t] = o @ Wo  # head result: no c_proj bias
-            z[name] = result
-        # MLP: its own slot (upstream includes the heads of layer L; biases of layers 0..L)
-        x = bf._ln(block.ln_2, slot_input(f"m{L}", L + 1))
-        hidden = block.mlp.act(x @ block.mlp.c_fc.weight + block.mlp.c_fc.bias)
-        z[f"m{L}"] = hidden @ block.mlp.c_proj.weight + block.mlp.c_proj.bias
-    final = bf._ln(tr.ln_f, slot_input("logits", n_layer))
-    logits = final @ hf.lm_head.weight.T
-    if hf.lm_head.bias is not None:
-        logits = logits + hf.lm_head.bias
-    return logits
+    assert len(span_at) == ids.shape[0]
+    return bfam.run_circuit(bfam.describe(hf), ids, span_at, circuit, src, _break=_break)
 
 
 def run_dataset(hf, tok, examples, sources, circuit, _break=None):

@@ -509,6 +509,98 @@ class Trace:
     g_out: dict = field(default_factory=dict)   # (L, h) -> (T, d_model): d metric / d r_h
 
 
+class _SlotCopies:
+    """Each slot's own copy of the residual stream: plus a zero ``eps`` requiring grad (its
+    gradient is g_v) and any ``slot_delta``; ``heads`` likewise for each head's r_h."""
+
+    def __init__(self, T, d, dtype, want_grad, slot_delta, head_delta):
+        self.T, self.d, self.dtype, self.want_grad = T, d, dtype, want_grad
+        self.slot_delta, self.head_delta = slot_delta or {}, head_delta or {}
+        self.eps, self.out_eps = {}, {}
+
+    def _zero(self):
+        return torch.zeros(self.T, self.d, dtype=self.dtype, requires_grad=self.want_grad)
+
+    def slot(self, resid, slot):
+        e = self.eps[slot] = self._zero()
+        x = resid + e
+        if slot in self.slot_delta:
+            x = x + self.slot_delta[slot]
+        return x
+
+    def head(self, r, key):
+        e = self.out_eps[key] = self._zero()
+        r = r + e
+        if key in self.head_delta:
+            r = r + self.head_delta[key]
+        return r
+
+
+def _head_qkv(spec, L, h, resid, copies, shared, cos, sin, hf_rounding, _break):
+    """Head h's q, k, v, each from its own slot copy (``"gqa_shared"``: k/v from one copy per
+    KV group, kept in ``shared``)."""
+    lw, name = spec.layers[L], head_name(L, h)
+    qkv = {}
+    for kind in KINDS:
+        if _break == "gqa_shared" and kind != "q":
+            gkey = (kind, h // spec.group)
+            if gkey not in shared:
+                xn = apply_norm(lw.ln_attn, copies.slot(resid, f"{name}<{kind}>"), hf_rounding)
+                shared[gkey] = qkv_from(spec, L, h, kind, xn, cos, sin, hf_rounding)
+            qkv[kind] = shared[gkey]
+            continue
+        xn = apply_norm(lw.ln_attn, copies.slot(resid, f"{name}<{kind}>"), hf_rounding)
+        qkv[kind] = qkv_from(spec, L, h, kind, xn, cos, sin, hf_rounding)
+    return qkv["q"], qkv["k"], qkv["v"]
+
+
+def _attention_layer(spec, L, resid, copies, tr, cos, sin, hf_rounding, _break):
+    """Layer L's attention: every head's r_h = softmax(scores) v W_O^h (recorded in ``tr``),
+    then the components z_h and the sublayer's output (post-norm, output bias)."""
+    lw, T, dtype = spec.layers[L], resid.shape[0], spec.dtype
+    allowed = allowed_mask(T, None if _break == "no_window" else lw.window)
+    rs, shared = [], {}
+    for h in range(spec.n_heads):
+        q, k, v = _head_qkv(spec, L, h, resid, copies, shared, cos, sin, hf_rounding, _break)
+        scores = score_matrix(spec, L, q, k, _break).masked_fill(~allowed, float("-inf"))
+        if hf_rounding and spec.eager_softmax32:
+            A = torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+        else:
+            A = torch.softmax(scores, dim=-1)
+        r = copies.head((A @ v) @ lw.Wo[h], (L, h))
+        tr.q[(L, h)], tr.k[(L, h)], tr.v[(L, h)] = q.detach(), k.detach(), v.detach()
+        tr.attn[(L, h)] = A.detach()
+        tr.r[(L, h)] = r.detach()
+        rs.append(r)
+    if lw.post_attn is not None:
+        r_sum = sum(rs)
+        f = norm_factor(lw.post_attn, r_sum)
+        zs = [r * f for r in rs]
+        attn_out = apply_norm(lw.post_attn, r_sum, True) if hf_rounding else sum(zs)
+    else:
+        zs = rs
+        attn_out = sum(zs)
+    for h in range(spec.n_heads):
+        tr.z[head_name(L, h)] = zs[h].detach()
+    return attn_out if lw.bo is None else attn_out + lw.bo
+
+
+def _backward(spec, tr, metric, copies, _break):
+    """``g`` per slot and ``g_out`` per head: one backward pass of ``metric``."""
+    names = list(copies.eps)
+    grads = torch.autograd.grad(metric, [copies.eps[s] for s in names]
+                                + list(copies.out_eps.values()))
+    tr.g = dict(zip(names, grads[:len(names)]))
+    if _break == "gqa_shared":   # the group's shared copy stands for each of its heads
+        for L in range(spec.n_layers):
+            for h in range(spec.n_heads):
+                lead = (h // spec.group) * spec.group
+                for kind in ("k", "v"):
+                    tr.g[f"{head_name(L, h)}<{kind}>"] = tr.g[f"{head_name(L, lead)}<{kind}>"]
+    tr.g_out = dict(zip(copies.out_eps, grads[len(names):]))
+    tr.metric = metric.item()
+
+
 def run(spec, ids, correct=None, incorrect=None, slot_delta=None, head_delta=None,
         hf_rounding=None, _break=None, grad=True):
     """Forward of one prompt ``ids`` (1-D LongTensor). With ``correct``/``incorrect`` the metric
@@ -523,23 +615,10 @@ def run(spec, ids, correct=None, incorrect=None, slot_delta=None, head_delta=Non
     group, shared by its heads), ``"no_window"``, ``"no_softcap"``."""
     if hf_rounding is None:
         hf_rounding = spec.hf_rounding
-    slot_delta = slot_delta or {}
-    head_delta = head_delta or {}
     T = ids.shape[0]
-    d = spec.d_model
-    dtype = spec.dtype
     want_grad = correct is not None and grad
-    eps, out_eps = {}, {}
+    copies = _SlotCopies(T, spec.d_model, spec.dtype, want_grad, slot_delta, head_delta)
     tr = Trace(ids=ids)
-
-    def copy_of(resid, slot):
-        e = torch.zeros(T, d, dtype=dtype, requires_grad=want_grad)
-        eps[slot] = e
-        x = resid + e
-        if slot in slot_delta:
-            x = x + slot_delta[slot]
-        return x
-
     cos, sin = rotary_table(spec, T) if spec.rotary_dim else (None, None)
     with torch.set_grad_enabled(want_grad):
         x0 = embed(spec, ids)
@@ -547,61 +626,15 @@ def run(spec, ids, correct=None, incorrect=None, slot_delta=None, head_delta=Non
         resid = x0
         for L in range(spec.n_layers):
             lw = spec.layers[L]
-            window = None if _break == "no_window" else lw.window
-            allowed = allowed_mask(T, window)
-            rs = []
-            shared = {}
-            for h in range(spec.n_heads):
-                name = head_name(L, h)
-                qkv = {}
-                for kind in KINDS:
-                    if _break == "gqa_shared" and kind != "q":
-                        gkey = (kind, h // spec.group)
-                        if gkey not in shared:
-                            xn = apply_norm(lw.ln_attn, copy_of(resid, f"{name}<{kind}>"),
-                                            hf_rounding)
-                            shared[gkey] = qkv_from(spec, L, h, kind, xn, cos, sin, hf_rounding)
-                        qkv[kind] = shared[gkey]
-                        continue
-                    xn = apply_norm(lw.ln_attn, copy_of(resid, f"{name}<{kind}>"), hf_rounding)
-                    qkv[kind] = qkv_from(spec, L, h, kind, xn, cos, sin, hf_rounding)
-                q, k, v = qkv["q"], qkv["k"], qkv["v"]
-                scores = score_matrix(spec, L, q, k, _break)
-                scores = scores.masked_fill(~allowed, float("-inf"))
-                if hf_rounding and spec.eager_softmax32:
-                    A = torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
-                else:
-                    A = torch.softmax(scores, dim=-1)
-                r = (A @ v) @ lw.Wo[h]
-                e = torch.zeros(T, d, dtype=dtype, requires_grad=want_grad)
-                out_eps[(L, h)] = e
-                r = r + e
-                if (L, h) in head_delta:
-                    r = r + head_delta[(L, h)]
-                tr.q[(L, h)], tr.k[(L, h)], tr.v[(L, h)] = q.detach(), k.detach(), v.detach()
-                tr.attn[(L, h)] = A.detach()
-                tr.r[(L, h)] = r.detach()
-                rs.append(r)
-            if lw.post_attn is not None:
-                r_sum = sum(rs)
-                f = norm_factor(lw.post_attn, r_sum)
-                zs = [r * f for r in rs]
-                attn_out = apply_norm(lw.post_attn, r_sum, True) if hf_rounding else sum(zs)
-            else:
-                zs = rs
-                attn_out = sum(zs)
-            for h in range(spec.n_heads):
-                tr.z[head_name(L, h)] = zs[h].detach()
-            if lw.bo is not None:
-                attn_out = attn_out + lw.bo
+            attn_out = _attention_layer(spec, L, resid, copies, tr, cos, sin, hf_rounding, _break)
             mlp_base = resid if spec.parallel else resid + attn_out
-            mlp_in = apply_norm(lw.ln_mlp, copy_of(mlp_base, f"m{L}"), hf_rounding)
+            mlp_in = apply_norm(lw.ln_mlp, copies.slot(mlp_base, f"m{L}"), hf_rounding)
             m = mlp_forward(spec, L, mlp_in)
             if lw.post_mlp is not None:
                 m = apply_norm(lw.post_mlp, m, hf_rounding)
             tr.z[f"m{L}"] = m.detach()
             resid = resid + attn_out + m
-        final = apply_norm(spec.final_norm, copy_of(resid, "logits"), hf_rounding)
+        final = apply_norm(spec.final_norm, copies.slot(resid, "logits"), hf_rounding)
         logits = final @ spec.unembed.T
         if spec.unembed_bias is not None:
             logits = logits + spec.unembed_bias
@@ -611,18 +644,7 @@ def run(spec, ids, correct=None, incorrect=None, slot_delta=None, head_delta=Non
         if correct is not None and not want_grad:
             tr.metric = (logits[-1, correct] - logits[-1, incorrect]).item()
         if want_grad:
-            metric = logits[-1, correct] - logits[-1, incorrect]
-            names = list(eps)
-            grads = torch.autograd.grad(metric, [eps[s] for s in names] + list(out_eps.values()))
-            tr.g = dict(zip(names, grads[:len(names)]))
-            if _break == "gqa_shared":   # the group's shared copy stands for each of its heads
-                for L in range(spec.n_layers):
-                    for h in range(spec.n_heads):
-                        lead = (h // spec.group) * spec.group
-                        for kind in ("k", "v"):
-                            tr.g[f"{head_name(L, h)}<{kind}>"] = tr.g[f"{head_name(L, lead)}<{kind}>"]
-            tr.g_out = dict(zip(out_eps, grads[len(names):]))
-            tr.metric = metric.item()
+            _backward(spec, tr, logits[-1, correct] - logits[-1, incorrect], copies, _break)
     return tr
 
 
@@ -880,6 +902,54 @@ def all_keys(spec, schema):
     return keys
 
 
+def _circuit_slot_input(spec, slot, z, src, span_at, circuit, _break):
+    """Slot ``slot``'s rebuilt input: the kept biases plus, per position t and upstream u, this
+    run's z_u[t] if (u -> slot, span(t)) is in the circuit, else z*_u[t]."""
+    T, d = len(span_at), spec.d_model
+    bias = kept_bias(spec, slot)
+    if _break == "drop_bias":
+        bias = torch.zeros_like(bias)
+    x = bias.expand(T, d).clone()
+    for u in upstream(spec, slot):
+        inside_t = torch.tensor([("resid", u, slot, s, s) in circuit for s in span_at])
+        x = x + torch.where(inside_t[:, None], z[u], src.z[u])
+    return x
+
+
+def _crossing_in(circuit, span_at, kind, name, t, tp, _break):
+    """Whether head ``name`` at query t uses this run's ``kind`` for key t' (the crossing row
+    (kind, span(t'), span(t)) is in the circuit)."""
+    if _break == "crossing_all_in":
+        return True
+    if _break == "qk_swapped":
+        kind = {"q": "k", "k": "q"}.get(kind, kind)
+    key_span, query_span = span_at[tp], span_at[t]
+    if _break == "crossing_swapped":
+        key_span, query_span = query_span, key_span
+    return (kind, name, name, key_span, query_span) in circuit
+
+
+def _circuit_head(spec, L, h, q, k, v, src, span_at, circuit, allowed, _break):
+    """(T, d) head h's r_h: at each query t, attention over the visible keys with this run's or
+    the source's q_t / k_t' / v_t' per crossing row."""
+    lw, name, T = spec.layers[L], head_name(L, h), len(span_at)
+    qs, ks, vs = src.q[(L, h)], src.k[(L, h)], src.v[(L, h)]
+    r = torch.zeros(T, spec.d_model, dtype=spec.dtype)
+    for t in range(T):
+        keys = [tp for tp in range(T) if allowed[t, tp]]
+        # per visible key t': this run's q_t / k_t' / v_t' if that crossing row is in
+        use = {kind: torch.tensor([_crossing_in(circuit, span_at, kind, name, t, tp, _break)
+                                   for tp in keys])[:, None]
+               for kind in KINDS}
+        qq = torch.where(use["q"], q[t], qs[t])                  # [n, dh]
+        kk = torch.where(use["k"], k[keys], ks[keys])
+        vv = torch.where(use["v"], v[keys], vs[keys])
+        scores = (qq * kk).sum(-1) * lw.scale                    # one dot per pair
+        a = torch.softmax(softcap(scores, spec.attn_softcap), dim=0)
+        r[t] = (a[:, None] * vv).sum(0) @ lw.Wo[h]
+    return r
+
+
 @torch.no_grad()
 def run_circuit(spec, ids, span_at, circuit, src, _break=None):
     """(T, vocab) logits of the circuit run of one example.
@@ -890,28 +960,17 @@ def run_circuit(spec, ids, span_at, circuit, src, _break=None):
     the crossing row of that kind (span(t'), span(t)) is in the circuit, else q*_t / k*_t' / v*_t'.
     Post-norms: every head's z_h = r_h times the post-norm factor of THIS run's summed r.
 
-    ``_break``: ``"crossing_all_in"`` (crossing rows ignored), ``"drop_bias"`` (attention output
-    biases forgotten), ``"no_window"``."""
+    ``_break``: ``"crossing_all_in"`` (crossing rows ignored), ``"crossing_swapped"`` (crossing
+    rows looked up with (query span, key span) swapped), ``"qk_swapped"`` (the k rows used for q
+    and the q rows for k), ``"drop_bias"`` (attention output biases forgotten), ``"no_window"``."""
     T = ids.shape[0]
-    d = spec.d_model
     hf = spec.hf_rounding
     circuit = set(circuit)
     cos, sin = rotary_table(spec, T) if spec.rotary_dim else (None, None)
     z = {"input": embed(spec, ids)}
 
     def slot_input(slot):
-        bias = kept_bias(spec, slot)
-        if _break == "drop_bias":
-            bias = torch.zeros_like(bias)
-        x = bias.expand(T, d).clone()
-        for u in upstream(spec, slot):
-            # per position t: this run's z_u[t] if (u -> slot, span(t)) is in, else z*_u[t]
-            inside_t = torch.tensor([("resid", u, slot, s, s) in circuit for s in span_at])
-            x = x + torch.where(inside_t[:, None], z[u], src.z[u])
-        return x
-
-    def inside(kind, name, t, tp):
-        return _break == "crossing_all_in" or (kind, name, name, span_at[tp], span_at[t]) in circuit
+        return _circuit_slot_input(spec, slot, z, src, span_at, circuit, _break)
 
     for L in range(spec.n_layers):
         lw = spec.layers[L]
@@ -919,32 +978,14 @@ def run_circuit(spec, ids, span_at, circuit, src, _break=None):
         rs = []
         for h in range(spec.n_heads):
             name = head_name(L, h)
-            qkv = {kind: qkv_from(spec, L, h, kind,
-                                  apply_norm(lw.ln_attn, slot_input(f"{name}<{kind}>"), hf),
-                                  cos, sin, hf)
-                   for kind in KINDS}
-            q, k, v = qkv["q"], qkv["k"], qkv["v"]
-            qs, ks, vs = src.q[(L, h)], src.k[(L, h)], src.v[(L, h)]
-            r = torch.zeros(T, d, dtype=spec.dtype)
-            for t in range(T):
-                keys = [tp for tp in range(T) if allowed[t, tp]]
-                # per visible key t': this run's q_t / k_t' / v_t' if that crossing row is in
-                use = {kind: torch.tensor([inside(kind, name, t, tp) for tp in keys])[:, None]
-                       for kind in KINDS}
-                qq = torch.where(use["q"], q[t], qs[t])                  # [n, dh]
-                kk = torch.where(use["k"], k[keys], ks[keys])
-                vv = torch.where(use["v"], v[keys], vs[keys])
-                scores = (qq * kk).sum(-1) * lw.scale                    # one dot per pair
-                a = torch.softmax(softcap(scores, spec.attn_softcap), dim=0)
-                r[t] = (a[:, None] * vv).sum(0) @ lw.Wo[h]
-            rs.append(r)
-        if lw.post_attn is not None:
-            f = norm_factor(lw.post_attn, sum(rs))
-            for h in range(spec.n_heads):
-                z[head_name(L, h)] = rs[h] * f
-        else:
-            for h in range(spec.n_heads):
-                z[head_name(L, h)] = rs[h]
+            q, k, v = (qkv_from(spec, L, h, kind,
+                                apply_norm(lw.ln_attn, slot_input(f"{name}<{kind}>"), hf),
+                                cos, sin, hf)
+                       for kind in KINDS)
+            rs.append(_circuit_head(spec, L, h, q, k, v, src, span_at, circuit, allowed, _break))
+        f = None if lw.post_attn is None else norm_factor(lw.post_attn, sum(rs))
+        for h in range(spec.n_heads):
+            z[head_name(L, h)] = rs[h] if f is None else rs[h] * f
         m = mlp_forward(spec, L, apply_norm(lw.ln_mlp, slot_input(f"m{L}"), hf))
         if lw.post_mlp is not None:
             m = apply_norm(lw.post_mlp, m, hf)

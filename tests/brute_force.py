@@ -1,11 +1,13 @@
 """Independent brute-force reference for (P)EAP edge scores on HF GPT-2 models.
 
 Written only from the contract (definitions), in plain PyTorch, one example at a time and with
-explicit loops. Nothing here imports the engine (only ``transformers`` models are used).
+explicit loops. Nothing here imports the engine (only ``transformers`` models are used, and the
+families' brute force, `brute_families`, for the forward itself).
 
 Overview
 --------
-* :func:`run_gpt2` is a hand-written float64 GPT-2 forward for ONE prompt. Every input slot
+* :func:`run_gpt2` is the hand-written float64 GPT-2 forward for ONE prompt (the oracles' one
+  forward, `brute_families.run`, on the GPT-2's description). Every input slot
   (``a{L}.h{H}<q|k|v>``, ``m{L}``, ``logits``) gets its own copy of the residual stream plus a
   zero tensor ``eps`` that requires grad, so one backward pass gives ``g_v`` for every slot. Each
   head's result (o_h @ W_O^h, no c_proj bias) also gets a zero ``eps``, giving ``g_out``.
@@ -19,10 +21,11 @@ Overview
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+import brute_families as bfam
 
 KINDS = ("q", "k", "v")
 
@@ -95,19 +98,10 @@ def residual_edges(hf):
 # Manual forward
 # ----------------------------------------------------------------------------------------------
 
-
-@dataclass
-class Trace:
-    ids: torch.Tensor
-    logits: torch.Tensor                      # (T, vocab)
-    z: dict = field(default_factory=dict)     # component -> (T, d_model), detached
-    q: dict = field(default_factory=dict)     # (L, h) -> (T, d_head)
-    k: dict = field(default_factory=dict)
-    v: dict = field(default_factory=dict)
-    attn: dict = field(default_factory=dict)  # (L, h) -> (T, T)
-    metric: float | None = None
-    g: dict = field(default_factory=dict)     # slot -> (T, d_model), grad of the metric
-    g_out: dict = field(default_factory=dict)  # (L, h) -> (T, d_model), grad at the head result
+#: one prompt's forward: ``logits``, per component ``z``, per head ``q``, ``k``, ``v``, ``attn``
+#: and, with a metric, per slot ``g`` and per head ``g_out`` (brute_families' hand-written
+#: forward, which covers GPT-2 with the other families)
+Trace = bfam.Trace
 
 
 def _ln(module, x):
@@ -142,7 +136,8 @@ def head_weights(hf, layer, head):
 
 
 def run_gpt2(hf, ids, correct=None, incorrect=None, slot_delta=None, head_delta=None):
-    """Manual forward of one prompt ``ids`` (1-D LongTensor).
+    """Manual forward of one prompt ``ids`` (1-D LongTensor): `brute_families.run` on the GPT-2's
+    description, read from its weights at this call.
 
     If ``correct``/``incorrect`` token ids are given, the metric
     logit[correct] - logit[incorrect] at the last token is back-propagated and the trace gets
@@ -150,73 +145,7 @@ def run_gpt2(hf, ids, correct=None, incorrect=None, slot_delta=None, head_delta=
     ``slot_delta``: optional {slot: (T, d_model)} added to that slot's own input copy (pre-LN).
     ``head_delta``: optional {(L, h): (T, d_model)} added to that head's result.
     """
-    slot_delta = slot_delta or {}
-    head_delta = head_delta or {}
-    n_layer, n_head, d_model, d_head = dims(hf)
-    tr = hf.transformer
-    T = ids.shape[0]
-    dtype = tr.wte.weight.dtype
-    want_grad = correct is not None
-    eps = {}
-
-    def copy_of(resid, slot):
-        e = torch.zeros(T, d_model, dtype=dtype, requires_grad=want_grad)
-        eps[slot] = e
-        x = resid + e
-        if slot in slot_delta:
-            x = x + slot_delta[slot]
-        return x
-
-    trace = Trace(ids=ids, logits=None)
-    with torch.set_grad_enabled(want_grad):
-        x0 = tr.wte.weight[ids] + tr.wpe.weight[torch.arange(T)]
-        trace.z["input"] = x0.detach()
-        resid = x0
-        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        out_eps = {}
-        for L in range(n_layer):
-            block = tr.h[L]
-            head_sum = torch.zeros(T, d_model, dtype=dtype)
-            for h in range(n_head):
-                name = head_name(L, h)
-                Wq, bq, Wk, bk, Wv, bv, Wo = head_weights(hf, L, h)
-                q = _ln(block.ln_1, copy_of(resid, f"{name}<q>")) @ Wq + bq
-                k = _ln(block.ln_1, copy_of(resid, f"{name}<k>")) @ Wk + bk
-                v = _ln(block.ln_1, copy_of(resid, f"{name}<v>")) @ Wv + bv
-                scores = (q @ k.T) * attn_scale(hf, L)
-                scores = scores.masked_fill(~causal, float("-inf"))
-                A = torch.softmax(scores, dim=-1)
-                result = (A @ v) @ Wo
-                e = torch.zeros(T, d_model, dtype=dtype, requires_grad=want_grad)
-                out_eps[(L, h)] = e
-                result = result + e
-                if (L, h) in head_delta:
-                    result = result + head_delta[(L, h)]
-                trace.q[(L, h)], trace.k[(L, h)], trace.v[(L, h)] = q.detach(), k.detach(), v.detach()
-                trace.attn[(L, h)] = A.detach()
-                trace.z[name] = result.detach()
-                head_sum = head_sum + result
-            resid = resid + head_sum + block.attn.c_proj.bias
-            mlp_in = _ln(block.ln_2, copy_of(resid, f"m{L}"))
-            hidden = block.mlp.act(mlp_in @ block.mlp.c_fc.weight + block.mlp.c_fc.bias)
-            m = hidden @ block.mlp.c_proj.weight + block.mlp.c_proj.bias
-            trace.z[f"m{L}"] = m.detach()
-            resid = resid + m
-        final = _ln(tr.ln_f, copy_of(resid, "logits"))
-        logits = final @ hf.lm_head.weight.T
-        if hf.lm_head.bias is not None:
-            logits = logits + hf.lm_head.bias
-        trace.logits = logits.detach()
-        if want_grad:
-            metric = logits[-1, correct] - logits[-1, incorrect]
-            slot_names = list(eps)
-            grads = torch.autograd.grad(metric, [eps[s] for s in slot_names] + list(out_eps.values()))
-            for s, gr in zip(slot_names, grads[:len(slot_names)]):
-                trace.g[s] = gr
-            for key, gr in zip(out_eps, grads[len(slot_names):]):
-                trace.g_out[key] = gr
-            trace.metric = metric.item()
-    return trace
+    return bfam.run(bfam.describe(hf), ids, correct, incorrect, slot_delta, head_delta)
 
 
 # ----------------------------------------------------------------------------------------------

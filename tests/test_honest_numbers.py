@@ -10,7 +10,8 @@ import pytest
 import peap_widget as pw
 from peap_widget.app.cli import main
 from peap_widget.analysis.curves import MIB_FRACTIONS
-from peap_widget.engine.evaluate import NormalisationError, normalisation_refusal, task_warning
+from peap_widget.engine.evaluate import normalisation_refusal, task_warning
+from peap_widget.errors import NormalisationError
 from tiny import tiny_records
 
 

@@ -23,13 +23,20 @@ incoming edges are removed without a run (what ACDC does by skipping such nodes)
 edges not on a path from an input to the logits are dropped (`Circuit.prune`).
 
 Example:
-    >>> circ = pw.acdc(model, ds, tau=0.01)                     # doctest: +SKIP
-    >>> circ.n_edges, pw.evaluate(model, ds, circ).faithfulness  # doctest: +SKIP
+    >>> from peap_widget.models.examples import tiny_gpt2, tiny_records
+    >>> hf, tok = tiny_gpt2()                                  # 2 layers, 4 heads, random weights
+    >>> model = pw.load_model(hf, tokenizer=tok)
+    >>> ds = pw.Dataset.from_records(tiny_records(), tok)
+    >>> circ = pw.acdc(model, ds, tau=0.001, progress=False)
+    >>> circ.n_edges, round(pw.evaluate(model, ds, circ).faithfulness, 2)
+    (..., ...)
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,17 +45,25 @@ from ..data.dataset import Dataset
 from ..errors import PeapError
 from ..engine.evaluate import EXAMPLES_PER_PASS, Evaluator
 from .exact import graph_space, span_lengths
+from ..engine.metrics import Metric
+
+if TYPE_CHECKING:
+    from ..runtime.model import Model
 
 
-def acdc(model, ds: Dataset, tau: float, positional: bool = True, metric="kl",
-         ablation: str = "counterfactual", task_metric="logit_diff",
-         batch_size: int | None = None, reference: Dataset | None = None,
-         copies: int | None = None, progress=True, evaluator: Evaluator | None = None,
+def acdc(model: Model, ds: Dataset, tau: float, positional: bool = True,
+         metric: str | Metric = "kl", ablation: str = "counterfactual",
+         task_metric: str | Metric = "logit_diff", batch_size: int | None = None,
+         reference: Dataset | None = None, copies: int | None = None,
+         progress: bool | Callable = True, evaluator: Evaluator | None = None,
          prune: bool = True) -> Circuit:
     """Find a circuit with ACDC (see the module docstring).
 
     Args:
-        model, ds, ablation, reference: as for `peap_widget.attribute`.
+        model: as for `peap_widget.attribute`.
+        ds: as for `peap_widget.attribute`.
+        ablation: as for `peap_widget.attribute`.
+        reference: as for `peap_widget.attribute`.
         tau: the threshold: an edge goes when removing it changes the criterion by less.
         positional: the positional graph (residual edges per span and crossing q/k/v edges) or
             the EAP graph (one span ``all``: an edge goes at every position at once).
@@ -66,7 +81,13 @@ def acdc(model, ds: Dataset, tau: float, positional: bool = True, metric="kl",
         method ("acdc"), tau, the criterion, the number of forward passes and the seconds.
 
     Example:
-        >>> circ = pw.acdc(model, ds, tau=0.05, metric="logit_diff")   # doctest: +SKIP
+        >>> from peap_widget.models.examples import tiny_gpt2, tiny_records
+        >>> hf, tok = tiny_gpt2()
+        >>> model = pw.load_model(hf, tokenizer=tok)
+        >>> ds = pw.Dataset.from_records(tiny_records(), tok)
+        >>> circ = pw.acdc(model, ds, tau=0.01, metric="logit_diff", progress=False)
+        >>> circ.settings["method"], circ.settings["tau"]
+        ('acdc', 0.01)
     """
     from tqdm.auto import tqdm
 
@@ -91,27 +112,9 @@ def acdc(model, ds: Dataset, tau: float, positional: bool = True, metric="kl",
     passes = 0
     with bar:
         for done, node in enumerate(receivers):
-            rows = space.incoming(node)[0]
-            rows = rows[in_rows[rows]][::-1]               # latest sender first
-            if len(rows) and not _reaches_root(space, in_rows, node):
-                in_rows[rows] = False
-                rows = rows[:0]
-            i = 0
-            while i < len(rows):
-                pending = rows[i: i + per_pass]
-                base = Circuit(space, in_rows.copy(), merge_qkv=False)
-                m, kl = ev.removal_runs(base, [pending[: j + 1] for j in range(len(pending))],
-                                        per_pass)
-                passes += 1
-                values = kl.mean(1) if use_kl else m.mean(1)
-                for j, row in enumerate(pending):
-                    i += 1
-                    change = values[j] - current if use_kl else abs(values[j] - current)
-                    if change < tau:
-                        in_rows[row] = False
-                        current = values[j]
-                    else:
-                        break                              # later tries assumed this edge gone
+            current, runs = _decide_receiver(ev, space, in_rows, node, current, tau, use_kl,
+                                             per_pass)
+            passes += runs
             bar.update(1)
             if report is not None:
                 report(done + 1, len(receivers))
@@ -124,8 +127,37 @@ def acdc(model, ds: Dataset, tau: float, positional: bool = True, metric="kl",
                    span_lengths=span_lengths(ds, positional), name=f"acdc tau={tau:g}")
     if prune:
         circ.prune()
-        circ._history.clear()
+        circ.forget_history()
     return circ
+
+
+def _decide_receiver(ev: Evaluator, space, in_rows: np.ndarray, node: int, current: float,
+                     tau: float, use_kl: bool, per_pass: int) -> tuple[float, int]:
+    """ACDC at one receiver ``node``: its incoming edges in ``in_rows``, latest sender first,
+    each removed (in place) when that changes the criterion (from ``current``) by less than
+    ``tau``; several tries per forward pass. Returns (the criterion of the circuit after,
+    forward passes run)."""
+    rows = space.incoming(node)[0]
+    rows = rows[in_rows[rows]][::-1]               # latest sender first
+    if len(rows) and not _reaches_root(space, in_rows, node):
+        in_rows[rows] = False
+        rows = rows[:0]
+    i, passes = 0, 0
+    while i < len(rows):
+        pending = rows[i: i + per_pass]
+        base = Circuit(space, in_rows.copy(), merge_qkv=False)
+        m, kl = ev.removal_runs(base, [pending[: j + 1] for j in range(len(pending))], per_pass)
+        passes += 1
+        values = kl.mean(1) if use_kl else m.mean(1)
+        for j, row in enumerate(pending):
+            i += 1
+            change = values[j] - current if use_kl else abs(values[j] - current)
+            if change < tau:
+                in_rows[row] = False
+                current = values[j]
+            else:
+                break                              # later tries assumed this edge gone
+    return current, passes
 
 
 def _reaches_root(space, in_rows: np.ndarray, node: int) -> bool:
@@ -133,4 +165,4 @@ def _reaches_root(space, in_rows: np.ndarray, node: int) -> bool:
     rows = np.nonzero(in_rows)[0]
     if not len(rows):
         return node == space.root
-    return bool(space._reaching_root(space.parent[rows], space.child[rows])[node])
+    return bool(space.reaching_root(space.parent[rows], space.child[rows])[node])

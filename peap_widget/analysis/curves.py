@@ -16,7 +16,8 @@ import numpy as np
 
 from ..circuits.result import AttributionResult
 from ..errors import PeapError
-from ..engine.evaluate import Evaluator, NormalisationError
+from ..engine.evaluate import Evaluator
+from ..errors import NormalisationError
 
 #: MIB's circuit sizes, as fractions of all edges: `mib_scores` integrates over exactly these
 #: (CPR / CMD are defined on them), and `faithfulness_curve` and the explorer draw them by default.

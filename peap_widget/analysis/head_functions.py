@@ -41,27 +41,36 @@ scored on -M, as MAPS), `relations.greater_than`
 `relations.from_task` (built from a task's or dataset's own answer tokens).
 
 Example:
-    >>> model = pw.models.load("toy-ioi")                                    # doctest: +SKIP
-    >>> rels = pw.relations.from_task(pw.tasks.get("ioi"), model)          # doctest: +SKIP
-    >>> scores, top = pw.head_functions(model, rels, k=1)                  # doctest: +SKIP
-    >>> scores.loc["a3.h0", "copying"]                                      # doctest: +SKIP
+    >>> model = pw.models.load("toy-ioi")
+    >>> rels = pw.relations.from_task(pw.tasks.get("ioi"), model)
+    >>> scores, top, ranks = pw.head_functions(model, rels, k=1)
+    >>> round(float(scores.loc["a3.h0", "copying"]), 3)
+    0.383
     >>> capitals = pw.relations.from_pairs("capital", [("France", "Paris"), ("Italy", "Rome")])
-    >>> pw.head_functions_figure(scores)                                    # doctest: +SKIP
+    >>> fig = pw.head_functions_figure(scores)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..runtime import remote
-from ..arch.base import module_at, tensor_of
+from ..arch.base import tensor_of
 from ..errors import PeapError
+from ..graph.names import head_name, parse_component
+from .heads import ov_outputs, token_rows
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+
+    from ..runtime.model import Model
 
 #: elements of one [heads, rows, columns] score block: bounds memory whatever the vocabulary
 BLOCK_ELEMENTS = 1 << 24
@@ -96,18 +105,18 @@ class Relation:
         return len(self.pairs)
 
 
-def copying(tokens, name: str = "copying") -> Relation:
+def copying(tokens: Iterable, name: str = "copying") -> Relation:
     """Each token to itself (a copying head promotes the token it attends to)."""
     return Relation(name, [(t, t) for t in tokens], 1, "token -> itself")
 
 
-def suppression(tokens, name: str = "suppression") -> Relation:
+def suppression(tokens: Iterable, name: str = "suppression") -> Relation:
     """Each token to itself, scored on -M (MAPS's suppression: the head lowers the logit of the
     token it attends to, as IOI's negative name movers do)."""
     return Relation(name, [(t, t) for t in tokens], -1, "token -> itself, suppressed")
 
 
-def greater_than(years=None, name: str = "greater-than") -> Relation:
+def greater_than(years: Iterable[str] | None = None, name: str = "greater-than") -> Relation:
     """Each two-digit year ``"00".."98"`` to every later one (the greater-than task's tokens);
     ``years``: the year strings in increasing order (default ``f"{y:02d}"`` for y in 0..99)."""
     years = [f"{y:02d}" for y in range(100)] if years is None else list(years)
@@ -115,12 +124,12 @@ def greater_than(years=None, name: str = "greater-than") -> Relation:
                     "year -> later years")
 
 
-def from_pairs(name: str, pairs, sign: int = 1) -> Relation:
+def from_pairs(name: str, pairs: Iterable[tuple], sign: int = 1) -> Relation:
     """Your own relation, e.g. ``from_pairs("capital", [("France", "Paris"), ...])``."""
     return Relation(name, pairs, sign, "user-given pairs")
 
 
-def from_task(task, model=None) -> list[Relation]:
+def from_task(task: Any, model: Model | None = None) -> list[Relation]:
     """Relations built from a task's (or a `Dataset`'s) own answer tokens: for answers that are
     two-digit numbers (greater-than) the year relation; otherwise (IOI names) copying and
     suppression over the set of answer tokens. ``model`` (or a tokenizer) is needed for a
@@ -158,7 +167,8 @@ relations = SimpleNamespace(Relation=Relation, copying=copying, suppression=supp
 
 # --- token resolution -----------------------------------------------------------------------------
 
-def token_id(tokenizer, token, relation: str, vocab_size: int, vocab: dict | None = None) -> int:
+def token_id(tokenizer: Any, token: str | int, relation: str, vocab_size: int,
+             vocab: dict | None = None) -> int:
     """The id of one token of ``relation``: an int id, a vocabulary entry, or a string the
     tokenizer makes exactly one known token of; anything else raises `RelationError`.
     ``vocab``: the tokenizer's ``get_vocab()``, when resolving many tokens."""
@@ -226,128 +236,150 @@ def _chunks(n: int, size: int):
 
 
 @torch.no_grad()
-def head_function_ranks(model, circuit: str, rows: torch.Tensor, rels: list, top_rows: torch.Tensor,
-                        final_norm: bool = True, block: int = BLOCK_ELEMENTS) -> dict:
+def head_function_ranks(model: Model, circuit: str, rows: torch.Tensor, rels: list,
+                        top_rows: torch.Tensor, final_norm: bool = True,
+                        block: int = BLOCK_ELEMENTS) -> dict:
     """Job: per relation, every head's rank of each source's best target ([L, H, n_sources],
     see the module docstring), and over the whole vocabulary each ``top_rows`` token's best and
     worst mapped token and its row mean ([L, H, n] each). ``rows`` [n] token ids whose rows of M
     are built; each relation is ``{"rows": index into rows [n_r], "pair_row": [p] index into
     the relation's rows, "pair_tgt": [p] target ids, "sign": +-1, "cand": sorted candidate ids
     or None (the vocabulary)}``. Never builds more than ``block`` scores at once."""
-    ad, hf = model.adapter, model.hf
-    L, H, D, md = ad.config.n_layers, ad.config.n_heads, ad.config.d_model, ad.model_dtype
-    cd = ad.compute_dtype()
-    embed, unembed = hf.get_input_embeddings(), hf.get_output_embeddings()
-    U_all = tensor_of(unembed, "weight")
-    dev = U_all.device
-    V = U_all.shape[0]
-    U_bias = tensor_of(unembed, "bias")
-    logit_cap = getattr(hf.config, "final_logit_softcapping", None)
-    attn_cap = getattr(hf.config, "attn_logit_softcapping", None)
-    emb_dev = tensor_of(embed, "weight").device
-
-    def embed_norm(layer, ids):
-        e = embed(ids.to(emb_dev))
-        return ad.norm(hf, layer, "attn")(e.to(md)).to(cd)
-
+    ad = model.adapter
+    L, H, cd = ad.config.n_layers, ad.config.n_heads, ad.compute_dtype()
     out = {"ranks": [torch.zeros(L, H, len(r["rows"]), dtype=torch.long) for r in rels]}
     stats = {k: torch.zeros(L, H, len(top_rows), dtype=torch.long if k.endswith("_at") else cd)
-             for k in ("best", "best_at", "worst", "worst_at", "mean")}
+             for k in SALIENT}
     for layer in range(L):
-        W, b = ad.qkv_weights(layer, cd)                                    # [3, H, dh, D]
-        attn = ad._attn(hf, layer)
-
-        def project(x, which):                                              # [n, D] -> [H, n, dh]
-            y = torch.einsum("nD,hdD->hnd", x.to(W.device), W[which])
-            return y if b is None else y + b[which][:, None]
-
-        if circuit == "ov":
-            W_O = ad.W_O(layer).to(cd)
-
-            def row_vectors(ids):                                           # [H, n, D]
-                v = project(embed_norm(layer, ids), 2)
-                z = torch.einsum("hnd,hdD->hnD", v, W_O.to(W.device))
-                if ad.post_norms:
-                    z = module_at(ad.block(hf, layer), ad.decl.post_attn_norm)(z.to(md)).to(cd)
-                if final_norm:
-                    z = ad.norm(hf, None, "final")(z.to(md)).to(cd)
-                return z.to(dev)
-
-            def scores(R, ids):                                             # [H, n, c]
-                s = torch.einsum("hnD,cD->hnc", R, U_all[ids.to(dev)].to(cd))
-                if U_bias is not None:
-                    s = s + U_bias[ids.to(dev)].to(cd)
-                return torch.tanh(s / logit_cap) * logit_cap if logit_cap else s
-        else:
-            qk_norms = ([module_at(attn, n) for n in ad.decl.qk_norms]
-                        if ad.decl.qk_norms else None)
-
-            def qk(ids, which):
-                y = project(embed_norm(layer, ids), which)
-                if qk_norms:
-                    y = qk_norms[which](y.to(md)).to(cd)
-                return y.to(dev)
-
-            def row_vectors(ids):
-                return qk(ids, 0) * attn.scaling
-
-            def scores(R, ids):
-                s = torch.einsum("hnd,hcd->hnc", R, qk(ids, 1))
-                return torch.tanh(s / attn_cap) * attn_cap if attn_cap else s
-
-        R_all = row_vectors(rows.to(dev))
+        head_map = (OvMap(model, layer, final_norm) if circuit == "ov"
+                    else QkMap(model, layer))
+        R_all = head_map.rows(rows.to(head_map.device))
         for i, rel in enumerate(rels):
-            R = R_all[:, rel["rows"].to(dev)]
-            n_r, sign = R.shape[1], rel["sign"]
-            pair_row, pair_tgt = rel["pair_row"].to(dev), rel["pair_tgt"].to(dev)
-            size = chunk_size(block, H, n_r, D)
-            # best target per source, over the relation's (few) distinct targets
-            tgts = torch.unique(pair_tgt)
-            best = torch.full((H, n_r), float("-inf"), dtype=cd, device=dev)
-            pos = torch.searchsorted(tgts, pair_tgt)
-            for a, z in _chunks(len(tgts), size):
-                sel = (pos >= a) & (pos < z)
-                is_t = torch.zeros(n_r, z - a, dtype=torch.bool, device=dev)
-                is_t[pair_row[sel], pos[sel] - a] = True
-                s = sign * scores(R, tgts[a:z])
-                best = torch.maximum(best, s.masked_fill(~is_t, float("-inf")).amax(-1))
-            # non-target candidates scoring at least as high
-            cand = rel["cand"]
-            n_c = V if cand is None else len(cand)
-            cand = None if cand is None else cand.to(dev)
-            pos = pair_tgt if cand is None else torch.searchsorted(cand, pair_tgt)
-            count = torch.zeros(H, n_r, dtype=torch.long, device=dev)
-            for a, z in _chunks(n_c, size):
-                ids = torch.arange(a, z, device=dev) if cand is None else cand[a:z]
-                sel = (pos >= a) & (pos < z)
-                is_t = torch.zeros(n_r, z - a, dtype=torch.bool, device=dev)
-                is_t[pair_row[sel], pos[sel] - a] = True
-                s = sign * scores(R, ids)
-                count += ((s >= best[..., None]) & ~is_t).sum(-1)
-            out["ranks"][i][layer] = count.cpu()
-        # salient mappings over the whole vocabulary
-        R = R_all[:, top_rows.to(dev)]
-        n_t = R.shape[1]
-        size = chunk_size(block, H, n_t, D)
-        hi = torch.full((H, n_t), float("-inf"), dtype=cd, device=dev)
-        lo = torch.full((H, n_t), float("inf"), dtype=cd, device=dev)
-        hi_at = torch.zeros(H, n_t, dtype=torch.long, device=dev)
-        lo_at = torch.zeros_like(hi_at)
-        total = torch.zeros(H, n_t, dtype=cd, device=dev)
-        for a, z in _chunks(V, size):
-            s = scores(R, torch.arange(a, z, device=dev))
-            total += s.sum(-1)
-            m, at = s.max(-1)
-            up = m > hi
-            hi, hi_at = torch.where(up, m, hi), torch.where(up, at + a, hi_at)
-            m, at = s.min(-1)
-            down = m < lo
-            lo, lo_at = torch.where(down, m, lo), torch.where(down, at + a, lo_at)
-        for k, v in (("best", hi), ("best_at", hi_at), ("worst", lo), ("worst_at", lo_at),
-                     ("mean", total / V)):
+            out["ranks"][i][layer] = _relation_ranks(head_map, R_all, rel, block).cpu()
+        for k, v in _salient_mappings(head_map, R_all[:, top_rows.to(head_map.device)],
+                                      block).items():
             stats[k][layer] = v.cpu()
     out.update(stats)
     return out
+
+
+#: what `head_function_ranks` keeps of each ``top_rows`` token's row over the vocabulary
+SALIENT = ("best", "best_at", "worst", "worst_at", "mean")
+
+
+class OvMap:
+    """The OV map of ``layer``'s heads (module docstring): ``rows(ids)`` [H, n, D] the heads'
+    outputs for source tokens ``ids`` (`peap_widget.analysis.heads.ov_outputs`),
+    ``scores(R, ids)`` [H, n, c] their logits for the columns ``ids``."""
+
+    def __init__(self, model: Model, layer: int, final_norm: bool = True):
+        self.model, self.layer, self.final_norm = model, layer, final_norm
+        hf = model.hf
+        self.cd = model.adapter.compute_dtype()
+        unembed = hf.get_output_embeddings()
+        self.U, self.U_bias = tensor_of(unembed, "weight"), tensor_of(unembed, "bias")
+        self.device, self.vocab = self.U.device, self.U.shape[0]
+        self.cap = getattr(hf.config, "final_logit_softcapping", None)
+        self.weights = model.adapter.qkv_weights(layer, self.cd)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return ov_outputs(self.model, self.layer, ids, self.final_norm,
+                          self.weights).to(self.device)
+
+    def scores(self, R: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(self.device)
+        s = torch.einsum("hnD,cD->hnc", R, self.U[ids].to(self.cd))
+        if self.U_bias is not None:
+            s = s + self.U_bias[ids].to(self.cd)
+        return torch.tanh(s / self.cap) * self.cap if self.cap else s
+
+
+class QkMap(OvMap):
+    """The QK map of ``layer``'s heads: ``rows(ids)`` [H, n, dh] the scaled queries of source
+    tokens ``ids``, ``scores(R, ids)`` [H, n, c] their attention scores against the keys of
+    ``ids`` (no positions)."""
+
+    def __init__(self, model: Model, layer: int):
+        super().__init__(model, layer)
+        ad, hf = model.adapter, model.hf
+        self.qk_norms = ad.qk_norm_modules(hf, layer)
+        self.scaling = ad.attention_module(hf, layer).scaling
+        self.cap = getattr(hf.config, "attn_logit_softcapping", None)
+
+    def _qk(self, ids: torch.Tensor, which: int) -> torch.Tensor:
+        y = token_rows(self.model, self.layer, ids, which, self.weights)
+        if self.qk_norms:
+            y = self.qk_norms[which](y.to(self.model.adapter.model_dtype)).to(self.cd)
+        return y.to(self.device)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._qk(ids, 0) * self.scaling
+
+    def scores(self, R: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        s = torch.einsum("hnd,hcd->hnc", R, self._qk(ids, 1))
+        return torch.tanh(s / self.cap) * self.cap if self.cap else s
+
+
+def _targets_mask(pair_row: torch.Tensor, pos: torch.Tensor, n_rows: int, a: int,
+                  z: int) -> torch.Tensor:
+    """[n_rows, z - a] whether column a + j is a target of row i (pairs at columns ``pos``)."""
+    sel = (pos >= a) & (pos < z)
+    is_t = torch.zeros(n_rows, z - a, dtype=torch.bool, device=pos.device)
+    is_t[pair_row[sel], pos[sel] - a] = True
+    return is_t
+
+
+def _relation_ranks(head_map: OvMap, R_all: torch.Tensor, rel: dict, block: int) -> torch.Tensor:
+    """[H, n_r] each head's rank of each of the relation's sources' best target: the non-target
+    candidates scoring at least as high (module docstring), chunk by chunk of columns."""
+    dev, cd = head_map.device, head_map.cd
+    R = R_all[:, rel["rows"].to(dev)]
+    H, n_r, sign = R.shape[0], R.shape[1], rel["sign"]
+    pair_row, pair_tgt = rel["pair_row"].to(dev), rel["pair_tgt"].to(dev)
+    size = chunk_size(block, H, n_r, head_map.model.adapter.config.d_model)
+    # best target per source, over the relation's (few) distinct targets
+    tgts = torch.unique(pair_tgt)
+    best = torch.full((H, n_r), float("-inf"), dtype=cd, device=dev)
+    pos = torch.searchsorted(tgts, pair_tgt)
+    for a, z in _chunks(len(tgts), size):
+        is_t = _targets_mask(pair_row, pos, n_r, a, z)
+        s = sign * head_map.scores(R, tgts[a:z])
+        best = torch.maximum(best, s.masked_fill(~is_t, float("-inf")).amax(-1))
+    # non-target candidates scoring at least as high
+    cand = rel["cand"]
+    n_c = head_map.vocab if cand is None else len(cand)
+    cand = None if cand is None else cand.to(dev)
+    pos = pair_tgt if cand is None else torch.searchsorted(cand, pair_tgt)
+    count = torch.zeros(H, n_r, dtype=torch.long, device=dev)
+    for a, z in _chunks(n_c, size):
+        ids = torch.arange(a, z, device=dev) if cand is None else cand[a:z]
+        is_t = _targets_mask(pair_row, pos, n_r, a, z)
+        s = sign * head_map.scores(R, ids)
+        count += ((s >= best[..., None]) & ~is_t).sum(-1)
+    return count
+
+
+def _salient_mappings(head_map: OvMap, R: torch.Tensor, block: int) -> dict:
+    """Over the whole vocabulary, for each row of ``R`` [H, n, .]: its best and worst mapped
+    token (``best``, ``best_at``, ``worst``, ``worst_at``) and its mean (``mean``), [H, n]."""
+    dev, cd, V = head_map.device, head_map.cd, head_map.vocab
+    H, n_t = R.shape[:2]
+    size = chunk_size(block, H, n_t, head_map.model.adapter.config.d_model)
+    hi = torch.full((H, n_t), float("-inf"), dtype=cd, device=dev)
+    lo = torch.full((H, n_t), float("inf"), dtype=cd, device=dev)
+    hi_at = torch.zeros(H, n_t, dtype=torch.long, device=dev)
+    lo_at = torch.zeros_like(hi_at)
+    total = torch.zeros(H, n_t, dtype=cd, device=dev)
+    for a, z in _chunks(V, size):
+        s = head_map.scores(R, torch.arange(a, z, device=dev))
+        total += s.sum(-1)
+        m, at = s.max(-1)
+        up = m > hi
+        hi, hi_at = torch.where(up, m, hi), torch.where(up, at + a, hi_at)
+        m, at = s.min(-1)
+        down = m < lo
+        lo, lo_at = torch.where(down, m, lo), torch.where(down, at + a, lo_at)
+    return dict(zip(SALIENT, (hi, hi_at, lo, lo_at, total / V)))
 
 
 # --- the API -------------------------------------------------------------------------------------
@@ -364,7 +396,7 @@ class HeadFunctions(NamedTuple):
     top: pd.DataFrame
     ranks: dict
 
-    def plot(self, **kwargs):
+    def plot(self, **kwargs: Any) -> matplotlib.figure.Figure:
         return head_functions_figure(self.scores, **kwargs)
 
     def score_at(self, k: int) -> pd.DataFrame:
@@ -380,8 +412,8 @@ def _scores_frame(ranks: dict, k: int, index, attrs) -> pd.DataFrame:
     return df
 
 
-def head_functions(model, relations=None, k: int = 1, among: str = "relation",
-                   circuit: str = "ov", final_norm: bool = True, tokens=None,
+def head_functions(model: Model, relations: Any | None = None, k: int = 1, among: str = "relation",
+                   circuit: str = "ov", final_norm: bool = True, tokens: Iterable | None = None,
                    top: int = 5, block: int = BLOCK_ELEMENTS) -> HeadFunctions:
     """MAPS scores of every head for every relation, from the weights (see the module docstring
     for the exact definitions). Returns `HeadFunctions` ``(scores, top, ranks)``.
@@ -402,9 +434,12 @@ def head_functions(model, relations=None, k: int = 1, among: str = "relation",
             memory stays bounded for a 50k-256k vocabulary; results do not depend on it.
 
     Example:
+        >>> model = pw.models.load("toy-ioi")
         >>> names = ["Mary", "John"]
         >>> rels = [pw.relations.copying(names), pw.relations.suppression(names)]
-        >>> scores, top, _ = pw.head_functions(model, rels, k=1)    # doctest: +SKIP
+        >>> scores, top, _ = pw.head_functions(model, rels, k=1)
+        >>> scores.columns.tolist(), top.columns.tolist()
+        (['copying', 'suppression'], ['kind', 'source', 'target', 'score'])
     """
     if circuit not in ("ov", "qk"):
         raise PeapError(f"circuit must be 'ov' or 'qk', got {circuit!r}")
@@ -444,7 +479,7 @@ def head_functions(model, relations=None, k: int = 1, among: str = "relation",
     out = remote.run(model, head_function_ranks, model, circuit, torch.tensor(all_rows), jobs,
                      torch.tensor([where[t] for t in top_ids]), final_norm, int(block))
     L, H = model.adapter.config.n_layers, model.adapter.config.n_heads
-    heads = [f"a{layer}.h{h}" for layer in range(L) for h in range(H)]
+    heads = [head_name(layer, h) for layer in range(L) for h in range(H)]
     ranks = {r.name: out["ranks"][i].numpy() for i, (r, _) in enumerate(resolved)}
     attrs = {"among": among, "circuit": circuit, "final_norm": final_norm}
     scores = _scores_frame(ranks, int(k), pd.Index(heads, name="head"), attrs)
@@ -473,19 +508,22 @@ def _top_frame(out: dict, top_ids: list, tok, heads: list, top: int) -> pd.DataF
 
 
 def head_functions_figure(scores: pd.DataFrame, layout: str = "grid", cmap: str = "viridis",
-                          annotate: bool | None = None, title: str | None = None):
+                          annotate: bool | None = None,
+                          title: str | None = None) -> matplotlib.figure.Figure:
     """A matplotlib heat map of `head_functions` scores: ``layout="grid"`` one [layer x head]
     panel per relation; ``"table"`` heads as rows, relations as columns. Returns the Figure.
 
     Example:
-        >>> fig = pw.head_functions_figure(scores)        # doctest: +SKIP
-        >>> fig.savefig("head_functions.pdf")             # doctest: +SKIP
+        >>> model = pw.models.load("toy-ioi")
+        >>> scores = pw.head_functions(model, pw.relations.copying(["Mary", "John"])).scores
+        >>> fig = pw.head_functions_figure(scores, layout="table")
+        >>> fig.savefig("head_functions.pdf")
     """
     import matplotlib.pyplot as plt
 
     if layout not in ("grid", "table"):
         raise PeapError(f"layout must be 'grid' or 'table', got {layout!r}")
-    parsed = [tuple(int(x) for x in h[1:].split(".h")) for h in scores.index]
+    parsed = [parse_component(h)[1:] for h in scores.index]
     L, H = max(p[0] for p in parsed) + 1, max(p[1] for p in parsed) + 1
     attrs = scores.attrs
     sub = f"{attrs.get('circuit', 'ov').upper()} circuit, top-{attrs.get('k', '?')} among " \

@@ -22,7 +22,8 @@ from ..engine.attribution import attribute
 from ..analysis.curves import DISCOVERY_SIZES, faithfulness_curve, mib_scores
 from ..errors import PeapError
 from ..util.jsonio import finite_or_none
-from ..engine.evaluate import Evaluator, NormalisationError
+from ..engine.evaluate import Evaluator
+from ..errors import NormalisationError
 from .report import write_report
 
 #: how `run_discovery` can write each `AttributionResult` (`AttributionResult.save` by suffix)

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import torch
+
 from ..errors import UnsupportedArchitectureError
 from .base import Adapter, AttentionRead, FinalRead, MlpRead
 from .families import FAMILIES
@@ -25,7 +27,7 @@ def supported_architectures() -> list[str]:
     return [t for f in FAMILIES for t in f.model_types]
 
 
-def family_for(hf_model) -> Family:
+def family_for(hf_model: torch.nn.Module) -> Family:
     model_type = getattr(getattr(hf_model, "config", None), "model_type", None)
     for f in FAMILIES:
         if model_type in f.model_types:
@@ -36,7 +38,7 @@ def family_for(hf_model) -> Family:
         f"families (model_type): {known}")
 
 
-def adapter_for(hf_model) -> Adapter:
+def adapter_for(hf_model: torch.nn.Module) -> Adapter:
     """The adapter for ``hf_model``; raises `UnsupportedArchitectureError` naming its type and
     the supported families."""
     return Adapter(hf_model, family_for(hf_model))

@@ -29,12 +29,16 @@ embedding; ``o`` is ``[B, T, H * dh]``, the heads' outputs before the output pro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..errors import UnsupportedArchitectureError
 from ..graph.space import GraphConfig
 from .family import Family
+
+#: where a module is looked up: the HF model itself, or (inside a trace) its nnsight envoy
+Root = Any
 
 
 @dataclass
@@ -60,7 +64,7 @@ class FinalRead:
     logits: torch.Tensor     # [B, T, vocab] after any final soft-capping
 
 
-def module_at(root, path: str):
+def module_at(root: Root, path: str) -> Root:
     """``root.a.b.c`` for ``path`` "a.b.c" (root: the HF module or its nnsight envoy)."""
     for part in path.split("."):
         root = getattr(root, part)
@@ -79,7 +83,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat([rot * cos + turned * sin, rest], dim=-1)
 
 
-def tensor_of(module, name: str):
+def tensor_of(module: torch.nn.Module, name: str) -> torch.Tensor | None:
     """``module``'s parameter or buffer ``name`` (detached), or None. Where accelerate offloaded
     it (``device_map`` with "cpu" or "disk" entries, the module keeps a meta placeholder), it is
     read from the module's offload map and put on the device the module computes on."""
@@ -110,7 +114,7 @@ def _bias(module):
 class Adapter:
     """Access to one model through its family's declaration (`peap_widget.arch.family`)."""
 
-    def __init__(self, hf_model, family: Family):
+    def __init__(self, hf_model: torch.nn.Module, family: Family):
         self.hf, self.decl, self.family = hf_model, family, family.name
         c = hf_model.config
         H, D = c.num_attention_heads, c.hidden_size
@@ -118,7 +122,7 @@ class Adapter:
         self.config = GraphConfig(n_layers=c.num_hidden_layers, n_heads=H, d_model=D,
                                   parallel_attn_mlp=parallel)
         self._check_modules()
-        attn = self._attn(hf_model, 0)
+        attn = self.attention_module(hf_model, 0)
         self.d_head = (getattr(attn, "head_dim", None) or getattr(attn, "head_size", None)
                        or D // H)
         self.n_kv_heads = getattr(c, "num_key_value_heads", None) or H
@@ -131,7 +135,7 @@ class Adapter:
                 "a norm after the attention with a bias on its output projection: the heads' "
                 "outputs would not sum to the sublayer's (DESIGN.md section 3); not supported")
         self._rotary_cache: dict = {}
-        self.closed_form_norms = self._closed_form_norms_match()
+        self.closed_form_norms = self.closed_form_norms_match()
 
     def _check_modules(self) -> None:
         f, hf = self.decl, self.hf
@@ -154,13 +158,28 @@ class Adapter:
 
     # --- modules -------------------------------------------------------------------------------
 
-    def block(self, root, layer: int):
+    def block(self, root: Root, layer: int) -> Root:
+        """Transformer block ``layer``."""
         return module_at(root, self.decl.blocks)[layer]
 
-    def _attn(self, root, layer: int):
+    def attention_module(self, root: Root, layer: int) -> Root:
+        """The attention module of ``layer`` (root: the HF model or its nnsight envoy)."""
         return module_at(self.block(root, layer), self.decl.attn)
 
-    def norm(self, root, layer: int | None, which: str):
+    def post_attention_norm(self, root: Root, layer: int) -> Root | None:
+        """The norm after the attention of ``layer`` (Gemma-2), or None where the family has
+        none."""
+        name = self.decl.post_attn_norm
+        return None if name is None else module_at(self.block(root, layer), name)
+
+    def qk_norm_modules(self, root: Root, layer: int) -> list | None:
+        """The per-head q and k norm modules of ``layer`` (Qwen3), or None."""
+        if not self.decl.qk_norms:
+            return None
+        attn = self.attention_module(root, layer)
+        return [module_at(attn, n) for n in self.decl.qk_norms]
+
+    def norm(self, root: Root, layer: int | None, which: str) -> Root:
         """The norm in front of ``which``: ``"attn"``, ``"mlp"`` (of ``layer``) or ``"final"``."""
         if which == "final":
             return module_at(root, self.decl.final_norm)
@@ -175,14 +194,16 @@ class Adapter:
 
     def W_O(self, layer: int) -> torch.Tensor:
         """[H, dh, D]: each query head's slice of the output projection (no bias)."""
-        w = _weight(module_at(self._attn(self.hf, layer), self.decl.out_proj))   # [D, H*dh]
+        attn = self.attention_module(self.hf, layer)
+        w = _weight(module_at(attn, self.decl.out_proj))                          # [D, H*dh]
         return w.t().reshape(self.config.n_heads, self.d_head, self.config.d_model)
 
-    def qkv_weights(self, layer: int, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def qkv_weights(self, layer: int,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per *query* head: W [3, H, dh, D] (q, k, v rows; k/v those of the head's KV group)
         and biases [3, H, dh] (or None)."""
         H, Hkv, dh, D = self.config.n_heads, self.n_kv_heads, self.d_head, self.config.d_model
-        attn = self._attn(self.hf, layer)
+        attn = self.attention_module(self.hf, layer)
         projs = [module_at(attn, p) for p in self.decl.qkv_proj]
         layout = self.decl.qkv_layout
         if layout == "separate":
@@ -208,19 +229,20 @@ class Adapter:
         """The layer's sliding window (a key t' is seen from query t iff t - window < t' <= t)."""
         if self.decl.window_from_config:
             return getattr(self.hf.config, "sliding_window", None)
-        return getattr(self._attn(self.hf, layer), "sliding_window", None)
+        return getattr(self.attention_module(self.hf, layer), "sliding_window", None)
 
     def attention_logits(self, q: torch.Tensor, k: torch.Tensor, layer: int) -> torch.Tensor:
         """[B, H, Tq, Tk] attention scores before the mask, with the model's own scale and any
         soft-capping. Called with mixed clean/ablated q and k for the crossing closed forms."""
-        attn = self._attn(self.hf, layer)
+        attn = self.attention_module(self.hf, layer)
         scores = (q @ k.transpose(-1, -2)) * attn.scaling
         cap = getattr(self.hf.config, "attn_logit_softcapping", None)
         if cap:
             scores = torch.tanh(scores / cap) * cap
         return scores
 
-    def attention_mask(self, T: int, layer: int, device=None) -> torch.Tensor:
+    def attention_mask(self, T: int, layer: int,
+                       device: torch.device | str | None = None) -> torch.Tensor:
         """[T, T] bool: which (query, key) pairs attend (causal; a sliding window removes more)."""
         allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
         window = self.window(layer)
@@ -273,16 +295,17 @@ class Adapter:
 
     def _finish_qk(self, root, layer: int, q: torch.Tensor, k: torch.Tensor):
         """Per-head q/k norms (Qwen3) and the rotary embedding, on [B, heads, T, dh]."""
-        if self.decl.qk_norms:
-            attn, md = self._attn(root, layer), self.model_dtype
-            qn, kn = (module_at(attn, n) for n in self.decl.qk_norms)
+        norms = self.qk_norm_modules(root, layer)
+        if norms:
+            qn, kn, md = *norms, self.model_dtype
             q, k = qn(q.to(md)).to(q.dtype), kn(k.to(md)).to(k.dtype)
         if self.decl.rotary:
             cos, sin = self._rotary(root, q.shape[2], q.dtype, q.device)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         return q, k
 
-    def qkv_from_slots(self, root, layer: int, normed: torch.Tensor):
+    def qkv_from_slots(self, root: Root, layer: int,
+                       normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, 3, H, D] per-slot normed inputs (each query head's own q, k, v copy) ->
         q, k, v [B, H, T, dh] (biases, q/k norms and rotary applied), in normed's dtype."""
         W, b = self.qkv_weights(layer, normed.dtype)
@@ -315,37 +338,37 @@ class Adapter:
         md = self.model_dtype
         return torch.float32 if md in (torch.float16, torch.bfloat16) else md
 
-    def read_input(self, nn) -> torch.Tensor:
+    def read_input(self, nn: Root) -> torch.Tensor:
         """The residual stream entering block 0 (embeddings, scaled / with positions)."""
         return self.block(nn, 0).input
 
-    def read_attention(self, nn, layer: int) -> AttentionRead:
+    def read_attention(self, nn: Root, layer: int) -> AttentionRead:
         f = self.decl
         x = self.norm(nn, layer, "attn").input
-        attn = self._attn(nn, layer)
+        attn = self.attention_module(nn, layer)
         outs = [module_at(attn, p).output for p in f.qkv_proj]
         o = module_at(attn, f.out_proj).input
         q, k, v = self._split_projections(outs, self.compute_dtype())
         q, k = self._finish_qk(nn, layer, q, k)
         return AttentionRead(x=x.detach(), q=q, k=self._expand_kv(k), v=self._expand_kv(v), o=o)
 
-    def read_mlp(self, nn, layer: int) -> MlpRead:
+    def read_mlp(self, nn: Root, layer: int) -> MlpRead:
         x = self.norm(nn, layer, "mlp").input
         normed = self.norm(nn, layer, "mlp").output
         out = self.read_mlp_output(nn, layer)
         return MlpRead(x=x.detach(), normed=normed, out=out)
 
-    def read_final(self, nn) -> FinalRead:
+    def read_final(self, nn: Root) -> FinalRead:
         x = self.norm(nn, None, "final").input
         normed = self.norm(nn, None, "final").output
         return FinalRead(x=x.detach(), normed=normed, logits=self.read_logits(nn))
 
-    def read_mlp_output(self, nn, layer: int) -> torch.Tensor:
+    def read_mlp_output(self, nn: Root, layer: int) -> torch.Tensor:
         """The MLP node's output: the MLP's, or its post-norm's where one follows (Gemma-2)."""
         blk = self.block(nn, layer)
         return module_at(blk, self.decl.post_mlp_norm or self.decl.mlp).output
 
-    def read_logits(self, nn) -> torch.Tensor:
+    def read_logits(self, nn: Root) -> torch.Tensor:
         """[B, T, vocab] the model's logits, final soft-capping included (Gemma-2)."""
         logits = module_at(nn, self.decl.lm_head).output
         cap = getattr(self.hf.config, "final_logit_softcapping", None)
@@ -365,19 +388,29 @@ class Adapter:
 
     # --- patched runs (circuit evaluation), in forward order ------------------------------------
 
-    def read_residual(self, nn, layer: int | None, which: str) -> torch.Tensor:
+    def read_residual(self, nn: Root, layer: int | None, which: str) -> torch.Tensor:
         """The residual stream entering the norm in front of ``which`` (``"attn"``, ``"mlp"``
         of ``layer``, or ``"final"``)."""
         return self.norm(nn, layer, which).input
 
-    def set_norm_input(self, nn, layer: int | None, which: str, value: torch.Tensor) -> None:
+    def set_norm_input(self, nn: Root, layer: int | None, which: str, value: torch.Tensor) -> None:
         """Feed the norm in front of ``which`` (and so only that sublayer) ``value`` instead."""
         self.norm(nn, layer, which).input = value
 
-    def replace_attention(self, nn, layer: int, o: torch.Tensor) -> None:
+    def set_heads_output(self, nn: Root, layer: int, o: torch.Tensor) -> None:
+        """Feed the output projection of ``layer`` the heads' outputs ``o`` [B, T, H*dh]
+        instead of the attention's own (gradients still flow through what ``o`` is built of)."""
+        module_at(self.attention_module(nn, layer), self.decl.out_proj).input = o
+
+    def set_mlp_output(self, nn: Root, layer: int, value: torch.Tensor) -> None:
+        """Replace the MLP node's output of ``layer`` (the MLP's, or its post-norm's) by
+        ``value``."""
+        module_at(self.block(nn, layer), self.decl.post_mlp_norm or self.decl.mlp).output = value
+
+    def replace_attention(self, nn: Root, layer: int, o: torch.Tensor) -> None:
         """Skip the attention module of ``layer``, using heads' outputs ``o`` [B, T, H*dh]
         (before the output projection) through the model's own output projection instead."""
-        attn = self._attn(nn, layer)
+        attn = self.attention_module(nn, layer)
         attn.skip((module_at(attn, self.decl.out_proj)(o), None))
 
     # --- slot gradients through the model's own modules (after the backward pass) ----------------
@@ -400,7 +433,7 @@ class Adapter:
         y = y if w is None else y * w
         return y if b is None else y + b
 
-    def _closed_form_norms_match(self) -> bool:
+    def closed_form_norms_match(self) -> bool:
         """Whether the family's closed-form norm backward applies to this model: its written-out
         norm must reproduce the model's own norm modules (else the autograd path is used)."""
         D = self.config.d_model
@@ -419,7 +452,7 @@ class Adapter:
             return False   # (a remote model's meta copy: checked on the server instead)
         return True
 
-    def norm_backward(self, nn, layer: int | None, which: str, x: torch.Tensor,
+    def norm_backward(self, nn: Root, layer: int | None, which: str, x: torch.Tensor,
                       cotangents: torch.Tensor) -> torch.Tensor:
         """Gradient w.r.t. each slot's own copy of the residual ``x`` [B, T, D], given the
         gradients at the norm's output for each slot, ``cotangents`` [B, T, K, D] -> [B, T, K, D].
@@ -456,7 +489,8 @@ class Adapter:
             (grad,) = torch.autograd.grad(out, copies, cotangents.to(out.dtype))
         return grad.detach().to(cotangents.dtype)
 
-    def attention_slot_grads(self, nn, layer: int, x: torch.Tensor, g_o: torch.Tensor):
+    def attention_slot_grads(self, nn: Root, layer: int, x: torch.Tensor,
+                             g_o: torch.Tensor) -> torch.Tensor:
         """[B, T, 3H, D] gradients w.r.t. every query head's own q, k and v copy of the residual
         ``x`` [B, T, D] (slot order: q of all heads, k of all heads, v of all heads), given the
         gradient ``g_o`` [B, H, T, dh] at each head's output.
@@ -467,7 +501,7 @@ class Adapter:
         gradient at each head's own projections (the attention's exact backward whatever
         implementation the model runs), which goes back through the rows and the norm per slot."""
         B, T, D = x.shape
-        H, dh, cd = self.config.n_heads, self.d_head, x.dtype
+        H, cd = self.config.n_heads, x.dtype
         normed = self.norm(nn, layer, "attn")(x.detach().to(self.model_dtype)).to(cd)
         W, b = self.qkv_weights(layer, cd)                                   # [3, H, dh, D]
         with torch.enable_grad():

@@ -237,7 +237,3 @@ class Circuit:
         """A position-free circuit from MIB graph JSON (`formats.circuit_from_mib`)."""
         return formats.circuit_from_mib(cls, d, merge_qkv)
 
-
-#: old private names, still imported by engine.evaluate and analysis.exact (to be removed)
-_space = edge_space
-_units = units_of

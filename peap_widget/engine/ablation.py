@@ -8,15 +8,21 @@ every forward node's output and every head's q/k/v in the source.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..runtime import remote
 from ..data.dataset import Batch, Dataset
 from ..errors import PeapError
-from .metrics import last_token_logits
+from .metrics import Metric, last_token_logits
 from ..runtime.model import model_lock
+from ..arch.base import Adapter
+
+if TYPE_CHECKING:
+    from ..runtime.model import Model
 
 ABLATIONS = ("counterfactual", "mean", "zero")
 
@@ -32,14 +38,15 @@ class SourceValues:
     metric: torch.Tensor | None = None   # [B] metric of the source run (counterfactual only)
     heads: object = None   # per layer [B, T, H, D] heads' outputs z*_h, where not from ``o``
 
-    def head_outputs(self, adapter, layer: int, W_O: torch.Tensor, dtype) -> torch.Tensor:
+    def head_outputs(self, adapter: Adapter, layer: int, W_O: torch.Tensor,
+                     dtype: torch.dtype) -> torch.Tensor:
         """[B, T, H, D] the source's heads' outputs z*_h (with its own post-norm factor)."""
         if self.heads is not None:
             return self.heads[layer].to(dtype)
         return adapter.head_outputs(layer, self.o[layer].to(dtype), W_O)
 
 
-def head_deltas(adapter, src: SourceValues, layer: int, o: torch.Tensor,
+def head_deltas(adapter: Adapter, src: SourceValues, layer: int, o: torch.Tensor,
                 W_O: torch.Tensor) -> torch.Tensor:
     """[B, T, H, D] z*_h - z_h for the heads of ``layer``, given this run's heads' outputs ``o``
     [B, T, H*dh] (compute dtype). Without a post-norm z is linear in o: one projection of the
@@ -49,8 +56,8 @@ def head_deltas(adapter, src: SourceValues, layer: int, o: torch.Tensor,
     return src.head_outputs(adapter, layer, W_O, o.dtype) - adapter.head_outputs(layer, o, W_O)
 
 
-def read_activations(model, ids: torch.Tensor, lengths: torch.Tensor | None = None, metric=None,
-                     batch: Batch | None = None) -> SourceValues:
+def read_activations(model: Model, ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                     metric: Metric | None = None, batch: Batch | None = None) -> SourceValues:
     """One gradient-free trace over ``ids`` reading every node output and q/k/v (holding
     ``model.lock``)."""
     ad, nn = model.adapter, model.nn
@@ -71,11 +78,11 @@ def read_activations(model, ids: torch.Tensor, lengths: torch.Tensor | None = No
     return SourceValues(**got)
 
 
-def counterfactual_values(model, batch: Batch, metric) -> SourceValues:
+def counterfactual_values(model: Model, batch: Batch, metric: Metric | None) -> SourceValues:
     return read_activations(model, batch.corrupted_ids, batch.lengths, metric, batch)
 
 
-def zero_values(model, batch: Batch) -> SourceValues:
+def zero_values(model: Model, batch: Batch) -> SourceValues:
     c, dh = model.adapter.config, model.adapter.d_head
     B, T = batch.clean_ids.shape
     kw = {"dtype": model.adapter.compute_dtype(), "device": model.device}
@@ -86,8 +93,9 @@ def zero_values(model, batch: Batch) -> SourceValues:
     return SourceValues(z_res, [z_o] * L, [z_res] * L, [z_h] * L, [z_h] * L, [z_h] * L)
 
 
-def ablation_sources(model, ds: Dataset, ablation: str, batch_size: int | None = None,
-                     reference: Dataset | None = None, metric=None):
+def ablation_sources(model: Model, ds: Dataset, ablation: str, batch_size: int | None = None,
+                     reference: Dataset | None = None,
+                     metric: Metric | None = None) -> Callable[[Batch], SourceValues]:
     """Check the ablation against the data and return ``batch -> SourceValues``.
 
     Mean ablation computes its span means over ``reference`` (default ``ds``) here, once; the
@@ -109,7 +117,7 @@ def ablation_sources(model, ds: Dataset, ablation: str, batch_size: int | None =
     return SpanMeans(model, ref, batch_size).values
 
 
-def span_sums(model, batch: Batch) -> dict:
+def span_sums(model: Model, batch: Batch) -> dict:
     """Job: per span type, the float64 sums over ``batch``'s tokens of every node output and
     q/k/v (and, with a norm after the attention, of the heads' outputs z_h themselves), and
     ``count`` [S], the tokens per span."""
@@ -136,7 +144,7 @@ def span_sums(model, batch: Batch) -> dict:
 class SpanMeans:
     """Per-span-type means of every node output and q/k/v over a reference dataset."""
 
-    def __init__(self, model, reference: Dataset, batch_size: int | None = None):
+    def __init__(self, model: Model, reference: Dataset, batch_size: int | None = None):
         self.spans = list(reference.schema.spans)
         S = len(self.spans)
         ad = model.adapter

@@ -9,64 +9,40 @@ only span-aggregated sums leave it.
 from __future__ import annotations
 
 import gc
-import threading
 import warnings
-from contextlib import contextmanager
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..runtime import remote
-from .ablation import SourceValues, ablation_sources, head_deltas
+from .ablation import SourceValues, ablation_sources
 from ..data.dataset import Batch, Dataset
 from ..errors import NonFiniteError, PeapError
-from ..arch.base import module_at
 from .integrated import MODES as IG_MODES, Path, average_blocks, interpolate
 from ..runtime.memory import auto_batch_size, chunk_bytes, is_out_of_memory
-from .metrics import last_token_logits, resolve_metric
+from .metrics import Metric, last_token_logits, resolve_metric
+from ..runtime.grad import frozen_parameters
 from ..runtime.model import model_lock
 from ..circuits.result import AttributionResult
 from .scores import AGGREGATIONS, aggregate_pairs, aggregate_positions, crossing_values
+from .walk import walk_layers
+
+if TYPE_CHECKING:
+    from ..runtime.model import Model
 
 METHODS = ("peap", "eap", "eap-ig", "peap-ig", "eap-ig-activations")
 POSITIONAL = ("peap", "peap-ig")
 EAP_SPAN = "all"
 
 
-_FROZEN_LOCK = threading.Lock()
-_FROZEN: dict[int, list] = {}   # id(module) -> [users, saved flags]
-
-
-@contextmanager
-def frozen_parameters(module: torch.nn.Module):
-    """No parameter gradients (we only need activation gradients); flags restored after.
-
-    Counted per module, so overlapping uses (threads sharing a model, nested calls) freeze once
-    and restore the flags from before the first only when the last one ends."""
-    key = id(module)
-    with _FROZEN_LOCK:
-        entry = _FROZEN.get(key)
-        if entry is None:
-            flags = [(p, p.requires_grad) for p in module.parameters()]
-            for p, _ in flags:
-                p.requires_grad_(False)
-            entry = _FROZEN[key] = [0, flags]
-        entry[0] += 1
-    try:
-        yield
-    finally:
-        with _FROZEN_LOCK:
-            entry[0] -= 1
-            if entry[0] == 0:
-                del _FROZEN[key]
-                for p, flag in entry[1]:
-                    p.requires_grad_(flag)
-
-
-def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
-              aggregation: str = "sum", metric="logit_diff", batch_size: int | str | None = "auto",
-              reference: Dataset | None = None, progress=True,
-              batches_per_request: int = 1, steps: int = 5) -> AttributionResult:
+def attribute(model: Model, ds: Dataset, method: str = "peap", ablation: str = "counterfactual",
+              aggregation: str = "sum", metric: str | Metric = "logit_diff",
+              batch_size: int | str | None = "auto", reference: Dataset | None = None,
+              progress: bool | Callable = True, batches_per_request: int = 1,
+              steps: int = 5) -> AttributionResult:
     """Score every edge of the graph on ``ds``.
 
     Args:
@@ -109,21 +85,13 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             (its examples) and the component.
 
     Example:
-        >>> res = attribute(model, ds, method="peap", ablation="counterfactual")  # doctest: +SKIP
-        >>> res.top(10)                                                          # doctest: +SKIP
+        >>> model = pw.models.load("toy-ioi")
+        >>> ds = pw.tasks.get("ioi", n=4, seed=0).dataset(model)
+        >>> res = attribute(model, ds, method="peap", ablation="counterfactual", progress=False)
+        >>> res.top(2)[["kind", "src", "dst", "src_span", "dst_span"]].values.tolist()
+        [['q', 'a3.h2', 'a3.h2', 'S1', 'to'], ['q', 'a3.h3', 'a3.h3', 'S1', 'to']]
     """
-    if method not in METHODS:
-        raise PeapError(f"unknown method {method!r}; use one of {METHODS}")
-    if isinstance(batches_per_request, bool) or not isinstance(batches_per_request, int) \
-            or batches_per_request < 1:
-        raise PeapError(f"batches_per_request must be a positive integer, got "
-                        f"{batches_per_request!r}")
-    group = batches_per_request if model.remote else 1
-    if aggregation not in AGGREGATIONS:
-        raise PeapError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise PeapError(f"steps must be a positive integer (points on the integration path), "
-                        f"got {steps!r}")
+    _check_settings(method, aggregation, batches_per_request, steps)
     metric_name, metric_fn = resolve_metric(metric)
     positional = method in POSITIONAL
     path = (Path(IG_MODES[method], steps, model.adapter.config.n_layers)
@@ -133,19 +101,88 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
         size = max(1, size // path.blocks)
     source = ablation_sources(model, ds, ablation, size, reference, metric_fn)
     spans = list(ds.schema.spans) if positional else [EAP_SPAN]
-    graph, cfg = model.graph, model.adapter.config
-    S, dev = len(spans), model.device
-    # Sums stay on the device (float64) until the end: no host synchronisation per batch.
-    acc_dtype = torch.float64 if dev.type != "mps" else torch.float32
-    # Residual scores as the edge mask's entries (the rest of the dense table is no edge).
-    resid = torch.zeros(S, int(graph.edge_mask.sum()), dtype=acc_dtype, device=dev)
-    cross = (torch.zeros(3, cfg.n_layers, cfg.n_heads, S, S, dtype=acc_dtype, device=dev)
-             if positional else None)
-    clean_metric, source_metric, checks = [], [], FiniteChecks()
+    sums = _Sums(model, len(spans), positional)
+    job = (source, aggregation, metric_fn, positional, path)
+    group = batches_per_request if model.remote else 1
+    size = _run_batches(model, ds, job, size, group, sums, method, progress)
+    resid, cross, clean, source_metric = sums.means(len(ds))
+    settings = {"method": method, "ablation": ablation, "aggregation": aggregation,
+                "metric": metric_name, "batch_size": size,
+                "n_examples": len(ds), "model": model.name}
+    if path is not None:
+        settings["steps"] = steps
+    lengths = np.asarray([[e - s for s, e in ex.spans] for ex in ds.examples])
+    if not positional:
+        lengths = lengths.sum(1, keepdims=True)
+    return AttributionResult.from_arrays(model.graph, spans, resid, cross, settings, clean,
+                                         source_metric, ds.schema, lengths)
 
+
+def _check_settings(method: str, aggregation: str, batches_per_request, steps) -> None:
+    if method not in METHODS:
+        raise PeapError(f"unknown method {method!r}; use one of {METHODS}")
+    if isinstance(batches_per_request, bool) or not isinstance(batches_per_request, int) \
+            or batches_per_request < 1:
+        raise PeapError(f"batches_per_request must be a positive integer, got "
+                        f"{batches_per_request!r}")
+    if aggregation not in AGGREGATIONS:
+        raise PeapError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PeapError(f"steps must be a positive integer (points on the integration path), "
+                        f"got {steps!r}")
+
+
+class _Sums:
+    """The running sums over batches: residual scores (the edge mask's entries) and crossing
+    scores, kept on the device in float64 (no host synchronisation per batch), the per-example
+    metrics and the finiteness checks."""
+
+    def __init__(self, model, n_spans: int, positional: bool):
+        graph, cfg, dev = model.graph, model.adapter.config, model.device
+        self.graph, self.dev, self.positional = graph, dev, positional
+        acc_dtype = torch.float64 if dev.type != "mps" else torch.float32
+        # Residual scores as the edge mask's entries (the rest of the dense table is no edge).
+        self.resid = torch.zeros(n_spans, int(graph.edge_mask.sum()), dtype=acc_dtype, device=dev)
+        self.cross = (torch.zeros(3, cfg.n_layers, cfg.n_heads, n_spans, n_spans,
+                                  dtype=acc_dtype, device=dev) if positional else None)
+        self.clean_metric, self.source_metric, self.checks = [], [], FiniteChecks()
+
+    def add(self, out: dict, where: str) -> None:
+        """One request's aggregates (``attribute_batches``), its examples named by ``where``."""
+        self.checks.add(where, out["checks"])
+        if out["source_metric"] is not None:
+            self.source_metric.append(out["source_metric"])
+        self.resid += out["resid"]
+        if self.positional:
+            self.cross += out["cross"]
+        self.clean_metric.append(out["metric"])
+        self.checks.verify(keep_last=1)   # the batch before this one: long finished on a GPU
+
+    def means(self, n: int) -> tuple:
+        """(dense residual scores [S, Nf, Nb], crossing scores or None, clean metric [n],
+        source metric [n] or None) as float64 NumPy, the scores averaged over the ``n``
+        examples; raises `NonFiniteError` for any batch's non-finite value first."""
+        self.checks.verify()
+        graph, dev = self.graph, self.dev
+        resid = self.resid / n
+        dense = torch.zeros(resid.shape[0], graph.n_forward, graph.n_backward, dtype=resid.dtype,
+                            device=dev)
+        dense[:, torch.as_tensor(graph.edge_mask, device=dev)] = resid
+        cross = None if self.cross is None else (self.cross / n).double().cpu().numpy()
+        clean = torch.cat(self.clean_metric).double().cpu().numpy()
+        source = (torch.cat(self.source_metric).double().cpu().numpy() if self.source_metric
+                  else None)
+        return dense.double().cpu().numpy(), cross, clean, source
+
+
+def _run_batches(model, ds: Dataset, job: tuple, size: int, group: int, sums: _Sums,
+                 method: str, progress) -> int:
+    """Run ``attribute_batches`` (arguments after the batches: ``job``) over ``ds``, ``group``
+    batches of ``size`` examples per request, into ``sums``; halve the batch and retry after an
+    allocation failure. Returns the batch size it ended with."""
     from tqdm.auto import tqdm
 
-    n = len(ds)
+    n, dev = len(ds), model.device
     report = progress if callable(progress) else None
     bar = tqdm(total=n, desc=f"{method.upper()} attribution", unit="ex",
                disable=not progress or report is not None)
@@ -156,8 +193,7 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             batches = [ds.batch(idx[i: i + size], device=dev) for i in range(0, len(idx), size)]
             try:
                 with model_lock(model):   # one batch's traces never interleave with others'
-                    out = remote.run(model, attribute_batches, model, batches, source,
-                                     aggregation, metric_fn, positional, path)
+                    out = remote.run(model, attribute_batches, model, batches, *job)
                 failed = False
             except Exception as err:  # noqa: BLE001 (only allocation failures are retried)
                 if not is_out_of_memory(err) or size == 1:
@@ -168,16 +204,9 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
                 _release(dev)
                 warnings.warn(f"{method.upper()} attribution: out of memory with {failed_size} "
                               f"examples per batch; retrying with {size}", ResourceWarning,
-                              stacklevel=2)
+                              stacklevel=3)
                 continue
-            checks.add(f"batch of examples {idx[0]}-{idx[-1]}", out["checks"])
-            if out["source_metric"] is not None:
-                source_metric.append(out["source_metric"])
-            resid += out["resid"]
-            if positional:
-                cross += out["cross"]
-            clean_metric.append(out["metric"])
-            checks.verify(keep_last=1)   # the batch before this one: long finished on a GPU
+            sums.add(out, f"batch of examples {idx[0]}-{idx[-1]}")
             # nnsight's traces leave reference cycles that hold the batch's activations until
             # the cyclic collector runs: without this, two batches' worth stay alive (+1.4 GB
             # on GPT-2 small at batch 32, measured) and the auto batch size would be wrong.
@@ -187,27 +216,7 @@ def attribute(model, ds: Dataset, method: str = "peap", ablation: str = "counter
             bar.update(len(idx))
             if report is not None:
                 report(done, n)
-    checks.verify()
-
-    resid /= n
-    if positional:
-        cross /= n
-    dense = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=resid.dtype, device=dev)
-    dense[:, torch.as_tensor(graph.edge_mask, device=dev)] = resid
-    resid = dense
-    clean = torch.cat(clean_metric).double().cpu().numpy()
-    source = torch.cat(source_metric).double().cpu().numpy() if source_metric else None
-    settings = {"method": method, "ablation": ablation, "aggregation": aggregation,
-                "metric": metric_name, "batch_size": size,
-                "n_examples": n, "model": model.name}
-    if path is not None:
-        settings["steps"] = steps
-    lengths = np.asarray([[e - s for s, e in ex.spans] for ex in ds.examples])
-    if not positional:
-        lengths = lengths.sum(1, keepdims=True)
-    return AttributionResult.from_arrays(graph, spans, resid.double().cpu().numpy(),
-                                         None if cross is None else cross.double().cpu().numpy(),
-                                         settings, clean, source, ds.schema, lengths)
+    return size
 
 
 def _batch_size(model, ds: Dataset, batch_size, positional: bool) -> int:
@@ -253,8 +262,9 @@ class FiniteChecks:
                     "(float16 overflows easily; try bfloat16 or float32) and these examples.")
 
 
-def attribute_batches(model, batches: list[Batch], source, aggregation: str, metric_fn,
-                      positional: bool, path: Path | None = None) -> dict:
+def attribute_batches(model: Model, batches: list[Batch], source: Callable[[Batch], SourceValues],
+                      aggregation: str, metric_fn: Metric, positional: bool,
+                      path: Path | None = None) -> dict:
     """The job (`peap_widget.runtime.remote`) of one or more batches: per batch its ablation source,
     then the clean run with one backward pass (EAP-IG: every point of ``path`` in that run).
     Returns the batch-summed span aggregates
@@ -286,53 +296,21 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
     With an EAP-IG ``path`` the trace runs ``path.blocks`` copies of the batch, one per point
     (`peap_widget.engine.integrated`); the differences z* - z come from the block that is the clean
     run, the slot gradients are averaged over the blocks."""
-    ad, nn, graph = model.adapter, model.nn, model.graph
-    cfg = ad.config
-    L, H, D = cfg.n_layers, cfg.n_heads, cfg.d_model
-    B, T = batch.clean_ids.shape
-    cd = ad.compute_dtype()
-    dev = batch.clean_ids.device
-    R = 1 if path is None else path.blocks
-    clean = slice(0, B) if path is None else slice(path.clean_block * B, (path.clean_block + 1) * B)
-    ids = batch.clean_ids if R == 1 else batch.clean_ids.repeat(R, 1)
-    if positional:
-        M = batch.span_onehot(cd)                                           # [B, S, T]
-    else:
-        M = (batch.span_ids >= 0)[:, None, :].to(cd)                        # one span: the prompt
-    W_O = [ad.W_O(layer).to(cd) for layer in range(L)]
-    itemsize = torch.finfo(cd).bits // 8
-    chunk = max(1, chunk_bytes(dev) // (T * (3 * H + 1) * max(D, graph.n_forward) * itemsize * R))
+    ad, nn = model.adapter, model.nn
+    L = ad.config.n_layers
+    cd, dev = ad.compute_dtype(), batch.clean_ids.device
+    rows = _PathRows(batch, path)
+    M = _span_weights(batch, positional, cd)
+    chunk = _examples_per_chunk(model, batch.clean_ids.shape[1], cd, dev, rows.blocks)
     out: dict = {}
-    with nn.trace(ids):
-        inp = ad.read_input(nn)
-        if path is not None:
-            # Interpolate in place (nothing requires grad yet): the block's input is this tensor.
-            shift = _path_shift(path, "input", inp, src.input, B)
-            if shift is not None:
-                inp.sub_(shift)
-        inp.requires_grad_(True)
-        delta = torch.empty(B, T, graph.n_forward, D, dtype=cd, device=dev)  # z* - z per node
-        delta[:, :, 0] = src.input.to(cd) - inp[clean].detach().to(cd)
-        atts, mlps = [], []
-        for layer in range(L):
-            att = ad.read_attention(nn, layer)
-            atts.append(att)
-            if path is not None:
-                _shift_heads(model, nn, path, layer, att.o, src.o[layer], B)
-            first = graph.head_node(layer, 0)
-            delta[:, :, first: first + H] = head_deltas(ad, src, layer,
-                                                        att.o[clean].detach().to(cd), W_O[layer])
-            mlp = ad.read_mlp(nn, layer)
-            mlps.append(mlp)
-            if path is not None:
-                _shift_mlp(model, nn, path, layer, mlp.out, src.mlp[layer], B)
-            delta[:, :, graph.mlp_node(layer)] = (src.mlp[layer].to(cd)
-                                                  - mlp.out[clean].detach().to(cd))
+    with nn.trace(rows.ids):
+        inp = _clean_input(model, nn, src, path, rows.B)
+        reads = _ScoreSteps(model, nn, src, path, rows.B, rows.clean)
+        delta = walk_layers(model, src, inp, reads, dev, rows.clean)
+        atts, mlps = reads.atts, reads.mlps
         fin = ad.read_final(nn)
-        lengths = batch.lengths if R == 1 else batch.lengths.repeat(R)
-        correct = batch.correct if R == 1 else batch.correct.repeat(R)
-        incorrect = batch.incorrect if R == 1 else batch.incorrect.repeat(R)
-        values = metric_fn(last_token_logits(fin.logits.to(dev), lengths), correct, incorrect)
+        values = metric_fn(last_token_logits(fin.logits.to(dev), rows.lengths), rows.correct,
+                           rows.incorrect)
         g_o, g_mlp = [None] * L, [None] * L
         with values.sum().backward():
             g_fin = ad.read_final_grad(fin)
@@ -342,8 +320,8 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
 
         # Everything below runs on saved values; only the aggregates leave the trace.
         resid = _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M,
-                                 aggregation, chunk, R)
-        cross = (_crossing_scores(model, atts, src, g_o, M, aggregation, R, clean)
+                                 aggregation, chunk, rows.blocks)
+        cross = (_crossing_scores(model, atts, src, g_o, M, aggregation, rows.blocks, rows.clean)
                  if positional else None)
         out["checks"] = _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp,
                                     resid, cross)
@@ -352,8 +330,79 @@ def _score_batch(model, batch: Batch, src: SourceValues, aggregation: str, metri
         # over batches are float64.
         out["resid"] = resid
         out["cross"] = cross
-        out["metric"] = values[clean].detach()
+        out["metric"] = values[rows.clean].detach()
     return out
+
+
+class _PathRows:
+    """The rows of one scoring trace: the batch once, or (EAP-IG) ``path.blocks`` copies of it,
+    one per point of the path; ``clean`` the rows of the block that is the clean run."""
+
+    def __init__(self, batch: Batch, path: Path | None):
+        B = self.B = batch.clean_ids.shape[0]
+        R = self.blocks = 1 if path is None else path.blocks
+        self.clean = (slice(0, B) if path is None
+                      else slice(path.clean_block * B, (path.clean_block + 1) * B))
+        self.ids = batch.clean_ids if R == 1 else batch.clean_ids.repeat(R, 1)
+        self.lengths = batch.lengths if R == 1 else batch.lengths.repeat(R)
+        self.correct = batch.correct if R == 1 else batch.correct.repeat(R)
+        self.incorrect = batch.incorrect if R == 1 else batch.incorrect.repeat(R)
+
+
+def _span_weights(batch: Batch, positional: bool, dtype) -> torch.Tensor:
+    """[B, S, T] which span each position is in (PEAP), or [B, 1, T] the prompt as one span."""
+    if positional:
+        return batch.span_onehot(dtype)
+    return (batch.span_ids >= 0)[:, None, :].to(dtype)
+
+
+def _examples_per_chunk(model, T: int, dtype, device, blocks: int) -> int:
+    """Examples per contraction of the residual scores, so one chunk's slot gradients stay
+    within `peap_widget.runtime.memory.chunk_bytes`."""
+    cfg, graph = model.adapter.config, model.graph
+    itemsize = torch.finfo(dtype).bits // 8
+    per_example = T * (3 * cfg.n_heads + 1) * max(cfg.d_model, graph.n_forward) * itemsize * blocks
+    return max(1, chunk_bytes(device) // per_example)
+
+
+def _clean_input(model, nn, src: SourceValues, path: Path | None, B: int) -> torch.Tensor:
+    """The trace's ``input`` node, moved to its points on an EAP-IG-inputs path and made to
+    require gradients (the graph's first forward node)."""
+    inp = model.adapter.read_input(nn)
+    if path is not None:
+        # Interpolate in place (nothing requires grad yet): the block's input is this tensor.
+        shift = _path_shift(path, "input", inp, src.input, B)
+        if shift is not None:
+            inp.sub_(shift)
+    inp.requires_grad_(True)
+    return inp
+
+
+class _ScoreSteps:
+    """`walk_layers` steps of the scoring trace: each layer's attention and MLP reads, kept
+    (``atts``, ``mlps``) for the backward pass, with EAP-IG-activations' shifts applied; the
+    differences come from the clean block's rows."""
+
+    def __init__(self, model, nn, src: SourceValues, path: Path | None, B: int, clean: slice):
+        self.model, self.nn, self.src, self.path = model, nn, src, path
+        self.B, self.clean = B, clean
+        self.cd = model.adapter.compute_dtype()
+        self.atts: list = []
+        self.mlps: list = []
+
+    def attention(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
+        att = self.model.adapter.read_attention(self.nn, layer)
+        self.atts.append(att)
+        if self.path is not None:
+            _shift_heads(self.model, self.nn, self.path, layer, att.o, self.src.o[layer], self.B)
+        return att.o[self.clean].detach().to(self.cd)
+
+    def mlp(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
+        mlp = self.model.adapter.read_mlp(self.nn, layer)
+        self.mlps.append(mlp)
+        if self.path is not None:
+            _shift_mlp(self.model, self.nn, self.path, layer, mlp.out, self.src.mlp[layer], self.B)
+        return mlp.out[self.clean].detach().to(self.cd)
 
 
 def _path_shift(path: Path, group: str, x: torch.Tensor, x_src: torch.Tensor, B: int):
@@ -370,16 +419,14 @@ def _shift_heads(model, nn, path: Path, layer: int, o, o_src, B: int) -> None:
     flow through them as in the clean run."""
     shift = _path_shift(path, f"a{layer}", o, o_src, B)
     if shift is not None:
-        ad = model.adapter
-        module_at(ad._attn(nn, layer), ad.decl.out_proj).input = o - shift
+        model.adapter.set_heads_output(nn, layer, o - shift)
 
 
 def _shift_mlp(model, nn, path: Path, layer: int, out, out_src, B: int) -> None:
     """EAP-IG-activations: the MLP node's output moved along the path in its group's rows."""
     shift = _path_shift(path, f"m{layer}", out, out_src, B)
     if shift is not None:
-        ad = model.adapter
-        module_at(ad.block(nn, layer), ad.decl.post_mlp_norm or ad.decl.mlp).output = out - shift
+        model.adapter.set_mlp_output(nn, layer, out - shift)
 
 
 def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggregation,
@@ -388,49 +435,67 @@ def _residual_scores(model, fin, atts, mlps, g_fin, g_o, g_mlp, delta, M, aggreg
     with each slot's own-input gradient (averaged over the ``blocks`` points of an EAP-IG
     path, each through its own point's norm and attention), per position, aggregated per
     span."""
-    ad, nn, graph = model.adapter, model.nn, model.graph
-    H, dh, cd = ad.config.n_heads, ad.d_head, delta.dtype
-    B, T = delta.shape[:2]
-    S = M.shape[1]
-    resid = torch.zeros(S, graph.n_forward, graph.n_backward, dtype=cd, device=delta.device)
-    row_dev = "cpu"   # row indices on the host index any device's tensors (a split model)
-
-    def edges_into(prefix: int, slot_grads) -> torch.Tensor:
-        """[S, prefix, K]: batch-summed scores of forward nodes [:prefix] into the K slots
-        whose own-input gradients ``slot_grads(rows)`` gives, chunk by chunk."""
-        total = None
-        for lo in range(0, B, chunk):
-            sl = slice(lo, lo + chunk)
-            examples = torch.arange(lo, min(B, lo + chunk), device=row_dev)
-            rows = (sl if blocks == 1 else
-                    (torch.arange(blocks, device=row_dev)[:, None] * B + examples).reshape(-1))
-            # [b, T, K, D] (a split model: gathered), averaged over the path's points
-            G = average_blocks(slot_grads(rows).to(delta.device), blocks)
-            P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
-            part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
-            total = part if total is None else total + part
-        return total.reshape(S, prefix, -1)
-
+    graph = model.graph
+    resid = torch.zeros(M.shape[1], graph.n_forward, graph.n_backward, dtype=delta.dtype,
+                        device=delta.device)
+    edges_into = partial(_edges_into, delta=delta, M=M, aggregation=aggregation, chunk=chunk,
+                         blocks=blocks)
     resid[:, :, graph.logits_slot] = edges_into(
-        graph.n_forward,
-        lambda sl: ad.norm_backward(nn, None, "final", fin.x[sl].to(cd),
-                                              g_fin[sl].to(cd)[:, :, None]))[..., 0]
-    for layer in range(ad.config.n_layers):
-        att, mlp = atts[layer], mlps[layer]
-
-        def layer_slot_grads(sl, layer=layer, att=att, mlp=mlp):
-            g_heads = g_o[layer][sl].to(cd).reshape(-1, T, H, dh).transpose(1, 2)
-            G_att = ad.attention_slot_grads(nn, layer, att.x[sl].to(cd), g_heads)
-            G_mlp = ad.norm_backward(nn, layer, "mlp", mlp.x[sl].to(cd),
-                                               g_mlp[layer][sl].to(cd)[:, :, None])
-            return torch.cat([G_att, G_mlp], dim=2)
-
+        graph.n_forward, partial(_logits_slot_grads, model, fin, g_fin))[..., 0]
+    for layer in range(model.adapter.config.n_layers):
         # q/k/v slots and the MLP slot of a layer share one contraction over the longer
         # upstream prefix; entries off the edge mask (this layer's heads -> its q/k/v) are
         # dropped when the table is built.
         first, prefix = graph.qkv_slot(layer, 0, 0), graph.mlp_upstream(layer)
-        resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = edges_into(prefix, layer_slot_grads)
+        slot_grads = partial(_layer_slot_grads, model, layer, atts[layer], mlps[layer],
+                             g_o[layer], g_mlp[layer])
+        resid[:, :prefix, first: graph.mlp_slot(layer) + 1] = edges_into(prefix, slot_grads)
     return resid
+
+
+def _edges_into(prefix: int, slot_grads, delta: torch.Tensor, M: torch.Tensor, aggregation: str,
+                chunk: int, blocks: int) -> torch.Tensor:
+    """[S, prefix, K]: batch-summed scores of forward nodes [:prefix] into the K slots whose
+    own-input gradients ``slot_grads(rows)`` gives, chunk by chunk of examples."""
+    B, T = delta.shape[:2]
+    total = None
+    for lo in range(0, B, chunk):
+        sl = slice(lo, lo + chunk)
+        # [b, T, K, D] (a split model: gathered), averaged over the path's points
+        G = average_blocks(slot_grads(_block_rows(lo, B, chunk, blocks)).to(delta.device), blocks)
+        P = torch.einsum("btud,btkd->btuk", delta[sl, :, :prefix], G)
+        part = aggregate_positions(P.reshape(P.shape[0], T, -1), M[sl], aggregation).sum(0)
+        total = part if total is None else total + part
+    return total.reshape(M.shape[1], prefix, -1)
+
+
+def _block_rows(lo: int, B: int, chunk: int, blocks: int):
+    """The trace rows of examples ``lo`` to ``lo + chunk`` in every block of the path (row
+    indices on the host index any device's tensors: a split model)."""
+    if blocks == 1:
+        return slice(lo, lo + chunk)
+    examples = torch.arange(lo, min(B, lo + chunk), device="cpu")
+    return (torch.arange(blocks, device="cpu")[:, None] * B + examples).reshape(-1)
+
+
+def _logits_slot_grads(model, fin, g_fin, rows) -> torch.Tensor:
+    """[b, T, 1, D] the logits slot's own-input gradient in trace rows ``rows``."""
+    ad = model.adapter
+    cd = ad.compute_dtype()
+    return ad.norm_backward(model.nn, None, "final", fin.x[rows].to(cd),
+                            g_fin[rows].to(cd)[:, :, None])
+
+
+def _layer_slot_grads(model, layer: int, att, mlp, g_o, g_mlp, rows) -> torch.Tensor:
+    """[b, T, 3H + 1, D] the own-input gradients of ``layer``'s q/k/v slots and its MLP slot
+    in trace rows ``rows``."""
+    ad, nn = model.adapter, model.nn
+    cd, H, dh = ad.compute_dtype(), ad.config.n_heads, ad.d_head
+    g = g_o[rows].to(cd)
+    g_heads = g.reshape(-1, g.shape[1], H, dh).transpose(1, 2)
+    G_att = ad.attention_slot_grads(nn, layer, att.x[rows].to(cd), g_heads)
+    G_mlp = ad.norm_backward(nn, layer, "mlp", mlp.x[rows].to(cd), g_mlp[rows].to(cd)[:, :, None])
+    return torch.cat([G_att, G_mlp], dim=2)
 
 
 def _crossing_scores(model, atts, src, g_o, M, aggregation, blocks: int = 1,
@@ -452,7 +517,7 @@ def _crossing_scores(model, atts, src, g_o, M, aggregation, blocks: int = 1,
         G = average_blocks(g_o[layer].to(cd), blocks).reshape(B, T, H, dh).transpose(1, 2)
         P = crossing_values(G, att.q[clean].to(cd), att.k[clean].to(cd), att.v[clean].to(cd),
                             src.q[layer].to(cd), src.k[layer].to(cd), src.v[layer].to(cd),
-                            lambda qq, kk, _l=layer: ad.attention_logits(qq, kk, _l),
+                            partial(ad.attention_logits, layer=layer),
                             ad.attention_mask(T, layer, here)).to(dev)
         agg = aggregate_pairs(P.transpose(0, 1).reshape(B, 3 * H, T, T), M, aggregation,
                               ad.attention_mask(T, layer, dev))
@@ -462,10 +527,8 @@ def _crossing_scores(model, atts, src, g_o, M, aggregation, blocks: int = 1,
 
 def _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp, resid, cross) -> list:
     """Finiteness flags (on the device; `FiniteChecks` reads them one batch late)."""
-    graph = model.graph
     L, H = model.adapter.config.n_layers, model.adapter.config.n_heads
-    names = graph.forward_names
-    heads = lambda layer: names[graph.head_node(layer, 0): graph.head_node(layer, 0) + H]  # noqa: E731
+    heads = partial(_head_names, model.graph, H)
     clean_ok, source_ok = [("input", _finite(inp))], [("input", _finite(src.input))]
     for layer in range(L):
         clean_ok += [(heads(layer), _finite(atts[layer].o, H)),
@@ -481,6 +544,12 @@ def _finiteness(model, inp, src, atts, mlps, values, g_fin, g_o, g_mlp, resid, c
             + _labelled(grads_ok, "the gradient at {}")
             + [(["the residual edge scores"], _finite(resid))]
             + ([] if cross is None else [(["the crossing edge scores"], _finite(cross))]))
+
+
+def _head_names(graph, H: int, layer: int) -> list[str]:
+    """The forward node names of ``layer``'s heads."""
+    first = graph.head_node(layer, 0)
+    return graph.forward_names[first: first + H]
 
 
 def _finite(x: torch.Tensor, heads: int | None = None) -> torch.Tensor:

@@ -57,7 +57,8 @@ class Path:
         """A block that is the clean run exactly: the first group's last point (alpha = 1)."""
         return self.steps - 1
 
-    def coefficients(self, group: str, dtype=torch.float64, device=None) -> torch.Tensor:
+    def coefficients(self, group: str, dtype: torch.dtype = torch.float64,
+                     device: torch.device | str | None = None) -> torch.Tensor:
         """[blocks] the factor 1 - alpha of ``group``'s value in each block (0 where the block
         leaves it clean)."""
         c = torch.zeros(self.blocks, dtype=dtype, device=device)
@@ -67,7 +68,8 @@ class Path:
             c[g * self.steps: (g + 1) * self.steps] = (self.steps - 1 - k) / self.steps
         return c
 
-    def row_factors(self, group: str, B: int, dtype, device=None) -> torch.Tensor | None:
+    def row_factors(self, group: str, B: int, dtype: torch.dtype,
+                    device: torch.device | str | None = None) -> torch.Tensor | None:
         """[blocks * B, 1, 1] per-row 1 - alpha of ``group`` (None where no row moves it)."""
         if group not in self.groups:
             return None
@@ -75,7 +77,8 @@ class Path:
         return c.repeat_interleave(B)[:, None, None]
 
 
-def interpolate(x: torch.Tensor, x_src: torch.Tensor, factors: torch.Tensor | None):
+def interpolate(x: torch.Tensor, x_src: torch.Tensor,
+                factors: torch.Tensor | None) -> torch.Tensor:
     """x(alpha) = x - (1 - alpha) (x - x*) per row: ``x`` [R, T, D] this run's values (rows
     still clean there), ``x_src`` [B, T, D] the ablation source's, ``factors`` [R, 1, 1]."""
     if factors is None:

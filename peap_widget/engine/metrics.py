@@ -20,12 +20,14 @@ from ..errors import PeapError
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def logit_diff(logits, correct, incorrect):
+def logit_diff(logits: torch.Tensor, correct: torch.Tensor,
+               incorrect: torch.Tensor) -> torch.Tensor:
     """logit[correct] - logit[incorrect] (DESIGN.md's default metric)."""
     return logits.gather(-1, correct[:, None])[:, 0] - logits.gather(-1, incorrect[:, None])[:, 0]
 
 
-def prob_diff(logits, correct, incorrect):
+def prob_diff(logits: torch.Tensor, correct: torch.Tensor,
+              incorrect: torch.Tensor) -> torch.Tensor:
     """p[correct] - p[incorrect] under the softmax of the logits."""
     p = logits.softmax(-1)
     return p.gather(-1, correct[:, None])[:, 0] - p.gather(-1, incorrect[:, None])[:, 0]
@@ -34,7 +36,7 @@ def prob_diff(logits, correct, incorrect):
 METRICS: dict[str, Metric] = {"logit_diff": logit_diff, "prob_diff": prob_diff}
 
 
-def resolve_metric(metric) -> tuple[str, Metric]:
+def resolve_metric(metric: str | Metric) -> tuple[str, Metric]:
     """(name, function) for a metric name or callable."""
     if callable(metric):
         return getattr(metric, "__name__", "custom"), metric

@@ -6,6 +6,8 @@ Shapes: B batch, T positions, S spans, H heads, dh head size, N flattened edges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 AGGREGATIONS = ("sum", "mean", "max_abs")
@@ -71,7 +73,8 @@ def _others_sum(x: torch.Tensor) -> torch.Tensor:
     return before + after
 
 
-def leave_one_out(scores: torch.Tensor, values: torch.Tensor):
+def leave_one_out(scores: torch.Tensor,
+                  values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax statistics of each key t' against the *other* keys of its query row.
 
     ``scores``: [..., T, T] attention scores, -inf where a key is masked; ``values``: [..., T, T]
@@ -112,7 +115,13 @@ def sigmoid_shift(log_odds: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return torch.sign(delta) * torch.sigmoid(hi) * torch.sigmoid(-lo) * -torch.expm1(-delta.abs())
 
 
-def crossing_values(G, q, k, v, q_src, k_src, v_src, logits_fn, allowed):
+#: the model's attention scores [B, H, Tq, Tk] of any (q, k) (scale, soft-capping)
+ScoresFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def crossing_values(G: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    q_src: torch.Tensor, k_src: torch.Tensor, v_src: torch.Tensor,
+                    logits_fn: ScoresFn, allowed: torch.Tensor) -> torch.Tensor:
     """Per-(query t, key t') real-edge scores of every head for kinds q, k, v: [3, B, H, T, T],
     0 where ``allowed`` [T, T] (the model's mask: causal, sliding window) is False.
 
@@ -140,7 +149,10 @@ def crossing_values(G, q, k, v, q_src, k_src, v_src, logits_fn, allowed):
     return torch.where(allowed, P, torch.zeros_like(P))
 
 
-def mixed_attention(q, k, v, q_src, k_src, v_src, Cq, Ck, Cv, logits_fn, pattern_fn):
+def mixed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_src: torch.Tensor,
+                    k_src: torch.Tensor, v_src: torch.Tensor, Cq: torch.Tensor | None,
+                    Ck: torch.Tensor | None, Cv: torch.Tensor | None, logits_fn: ScoresFn,
+                    pattern_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Heads' outputs [B, H, T, dh] when each (query t, key t') pair uses this run's q_t, k_t',
     v_t' where its crossing edge of that kind is in the circuit (``C*[b, h, t, t']`` True) and the
     ablation source's otherwise. ``C*`` None means every pair of that kind is in.

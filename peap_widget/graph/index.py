@@ -355,8 +355,6 @@ class EdgeIndex:
             reached[parent[sel[reached[child[sel]]]]] = True
         return reached
 
-    #: the old name (analysis.acdc still uses it; to be removed)
-    _reaching_root = reaching_root
 
     @cached_property
     def root_reachable(self) -> np.ndarray:

@@ -6,15 +6,23 @@ and the memory free on the model's device; `is_out_of_memory` recognises an allo
 halve the batch and retry instead of killing the kernel.
 
 Example:
-    >>> auto_batch_size(model, ds, positional=True)          # doctest: +SKIP
-    24
+    >>> model = pw.models.load("toy-ioi")
+    >>> ds = pw.tasks.get("ioi", n=4, seed=0).dataset(model)
+    >>> auto_batch_size(model, ds, positional=True)          # at most the dataset's size
+    4
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
+
+from ..data.dataset import Dataset
+
+if TYPE_CHECKING:
+    from .model import Model
 
 # Fraction of the free memory one batch may plan for: the estimate is rough, the allocator
 # fragments, and the rest of the process (the notebook, other tensors) needs room too.
@@ -28,7 +36,7 @@ GPU_CHUNK_SHARE = 1 / 16
 GPU_CHUNK_BYTES = (64 * 2**20, 2 * 2**30)
 
 
-def free_bytes(device) -> int:
+def free_bytes(device: torch.device | str) -> int:
     """Memory free for new tensors on ``device``: CUDA's free memory plus what PyTorch's cache
     holds unused; on CPU the available physical memory (Linux), else 4 GiB."""
     device = torch.device(device)
@@ -41,7 +49,7 @@ def free_bytes(device) -> int:
         return 4 * 2**30
 
 
-def chunk_bytes(device) -> int:
+def chunk_bytes(device: torch.device | str) -> int:
     """Size of the chunks slot gradients and per-position edge values are formed in."""
     device = torch.device(device)
     if device.type != "cuda":
@@ -50,7 +58,7 @@ def chunk_bytes(device) -> int:
     return int(min(hi, max(lo, free_bytes(device) * GPU_CHUNK_SHARE)))
 
 
-def attribution_bytes(model, T: int, positional: bool = True) -> int:
+def attribution_bytes(model: Model, T: int, positional: bool = True) -> int:
     """Estimated peak bytes one example of ``T`` tokens adds to an attribution batch.
 
     Per token: the z* - z differences of every forward node (n_forward x d_model, compute
@@ -81,7 +89,8 @@ def attribution_bytes(model, T: int, positional: bool = True) -> int:
 REMOTE_BUDGET = 40 * 2 ** 30
 
 
-def auto_batch_size(model, ds, positional: bool = True, budget: int | None = None) -> int:
+def auto_batch_size(model: Model, ds: Dataset, positional: bool = True,
+                    budget: int | None = None) -> int:
     """The largest batch whose estimated peak (`attribution_bytes` at the dataset's longest
     prompt) fits in ``budget`` bytes (default: half the memory free on the model's device);
     at least 1, at most the dataset."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import warnings
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,7 +31,8 @@ class Model:
     thread never interleave inside the model; hold it yourself around your own traces
     (``with model.lock: ...``). It is re-entrant: the package's own nested uses are fine."""
 
-    def __init__(self, nn, hf, tokenizer, adapter: Adapter, remote: bool = False, name: str = ""):
+    def __init__(self, nn: Any, hf: torch.nn.Module, tokenizer: Any, adapter: Adapter,
+                 remote: bool = False, name: str = ""):
         self.nn = nn
         self.hf = hf
         self.tokenizer = tokenizer
@@ -41,6 +43,8 @@ class Model:
         self.lock = threading.RLock()
         #: one entry per remote request: job, seconds, bytes that came back (peap_widget.runtime.remote)
         self.remote_log: list[dict] = []
+        #: whether `peap_widget.runtime.remote.prepare` has tagged the modules with their ids
+        self.modules_tagged = False
 
     def __getstate__(self) -> dict:
         # A model travels with every remote request (its modules by nnsight's persistent ids,
@@ -74,7 +78,7 @@ class Model:
                 f"{', remote' if self.remote else ''})")
 
 
-def model_lock(model):
+def model_lock(model: Model) -> AbstractContextManager:
     """``model.lock``, or a no-op context for a model-like object without one."""
     lock = getattr(model, "lock", None)
     return nullcontext() if lock is None else lock
@@ -111,8 +115,9 @@ def _declared_tokenizer(name: str):
     return PreTrainedTokenizerFast.from_pretrained(name)
 
 
-def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None,
-               remote: bool | str = False, device_map=None) -> Model:
+def load_model(name_or_hf_model: str | torch.nn.Module, tokenizer: Any | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+               remote: bool | str = False, device_map: str | dict | None = None) -> Model:
     """Load a causal LM for attribution.
 
     Args:
@@ -138,7 +143,11 @@ def load_model(name_or_hf_model, tokenizer=None, device=None, dtype=None,
     Example:
         >>> model = load_model("gpt2")                                # doctest: +SKIP
         >>> model = load_model("./my_model_dir", dtype="float64")     # doctest: +SKIP
-        >>> model = load_model(hf_model, tokenizer=tok)               # doctest: +SKIP
+        >>> from peap_widget.models.examples import tiny_gpt2
+        >>> hf_model, tok = tiny_gpt2()
+        >>> load_model(hf_model, tokenizer=tok)
+        Model('GPT2LMHeadModel', family=gpt2, layers=2, heads=4, d_model=16, device=cpu,
+              dtype=torch.float64)
         >>> model = load_model("meta-llama/Llama-3.1-70B", remote=True)  # doctest: +SKIP
     """
     from nnsight.modeling.transformers import TransformersModel
@@ -193,7 +202,7 @@ def _load_remote(name: str, tokenizer, dtype, device, device_map) -> Model:
     """A model whose jobs run on NDIF: the client holds its meta skeleton (no weights)."""
     from nnsight.modeling.transformers import TransformersModel
 
-    from . import remote as _remote
+    from . import remote as remote_jobs
 
     if device is not None or device_map is not None:
         warnings.warn("device and device_map are ignored with remote=True: NDIF places the model",
@@ -207,10 +216,10 @@ def _load_remote(name: str, tokenizer, dtype, device, device_map) -> Model:
     hf = nn._module
     model = Model(nn, hf, tokenizer, adapter_for(hf), remote=True, name=name)
     # The closed-form norm backward is checked against the norm modules' real weights: there.
-    model.adapter.closed_form_norms = _remote.run(model, _norms_match, model)
+    model.adapter.closed_form_norms = remote_jobs.run(model, _norms_match, model)
     return model
 
 
 def _norms_match(model) -> bool:
     """Job: whether the family's closed-form norms reproduce the model's own norm modules."""
-    return model.adapter._closed_form_norms_match()
+    return model.adapter.closed_form_norms_match()

@@ -33,11 +33,17 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import PeapError
+from ..data.dataset import Batch
+
+if TYPE_CHECKING:
+    from .model import Model
 
 _REGISTERED: list[bool] = []
 
@@ -53,7 +59,7 @@ def host() -> str:
     return str(CONFIG.API.HOST)
 
 
-def prepare(model) -> None:
+def prepare(model: Model) -> None:
     """Register the package for shipping by value and tag the model's modules with their
     persistent ids (both once)."""
     if not _REGISTERED:
@@ -63,13 +69,13 @@ def prepare(model) -> None:
 
         nnsight.register(peap_widget)
         _REGISTERED.append(True)
-    if not getattr(model, "_modules_tagged", False):
+    if not getattr(model, "modules_tagged", False):
         for envoy in model.nn.modules():
             envoy._module._persistent_id = f"Module:{envoy.path}"
-        model._modules_tagged = True
+        model.modules_tagged = True
 
 
-def run(model, job, *args, **kwargs):
+def run(model: Model, job: Callable, *args: Any, **kwargs: Any) -> Any:
     """``job(*args, **kwargs)`` where ``model`` runs: directly for a local model, else as one
     NDIF request. Returns what the job returns (tensors on the CPU for a remote model)."""
     if not getattr(model, "remote", False):
@@ -114,7 +120,7 @@ def _as_a_fresh_process():
         cp._lookup_class_or_track = tracked
 
 
-def on_host(value):
+def on_host(value: Any) -> Any:
     """``value`` with every tensor in it (dicts, lists, tuples, dataclasses' fields stay as
     they are) moved to the CPU: what comes back from a server."""
     if isinstance(value, torch.Tensor):
@@ -126,7 +132,7 @@ def on_host(value):
     return value
 
 
-def nbytes(value) -> int:
+def nbytes(value: Any) -> int:
     """Bytes of the tensors and arrays in ``value`` (nested dicts, lists, tuples)."""
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
@@ -139,7 +145,7 @@ def nbytes(value) -> int:
     return 0
 
 
-def remote_error(err: Exception, model) -> RemoteError:
+def remote_error(err: Exception, model: Model) -> RemoteError:
     """A `RemoteError` naming the host, the model and what to do, for an exception a remote
     request raised."""
     lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
@@ -166,7 +172,7 @@ def remote_error(err: Exception, model) -> RemoteError:
     return RemoteError(f"{where}: {text}\n-> {advice}")
 
 
-def batch_on(batch, device):
+def batch_on(batch: Batch, device: torch.device | str) -> Batch:
     """``batch`` (a `peap_widget.data.dataset.Batch`) with its tensors on ``device``: batches are made
     where results are kept and moved, inside a job, to where the model is."""
     import dataclasses

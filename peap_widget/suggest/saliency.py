@@ -53,16 +53,18 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from ..runtime import remote
-from ..engine.attribution import frozen_parameters
-from ..data.dataset import Dataset
+from ..runtime.grad import frozen_parameters
+from ..data.dataset import Batch, Dataset
 from ..errors import PeapError
-from ..engine.metrics import last_token_logits, resolve_metric
+from ..engine.metrics import Metric, last_token_logits, resolve_metric
 from ..runtime.model import model_lock
 from ..data.schema import Schema
 from .base import Progress, Suggestion
 
 if TYPE_CHECKING:
     import pandas
+
+    from ..runtime.model import Model
 
 SCORES = ("grad_x_delta", "input_x_grad", "resid_atp")
 _SIGNED = {"grad_x_delta"}
@@ -83,7 +85,7 @@ class TokenSaliency(NamedTuple):
         """The salient positions of ``example``, in text order."""
         return [t for t, on in enumerate(self.mask[example]) if on]
 
-    def by_span(self, score: str | None = None):
+    def by_span(self, score: str | None = None) -> pandas.DataFrame:
         """Aggregated over the dataset, per span in schema order: mean |score| per token, mean
         summed |score| per example, and the fraction of the span's tokens that are salient."""
         t = self.table
@@ -97,8 +99,8 @@ class TokenSaliency(NamedTuple):
         return out
 
 
-def token_saliency(model, ds: Dataset, k: int | None = 3, rank_by: str | None = None,
-                   metric="logit_diff", batch_size: int | None = 8,
+def token_saliency(model: Model, ds: Dataset, k: int | None = 3, rank_by: str | None = None,
+                   metric: str | Metric = "logit_diff", batch_size: int | None = 8,
                    progress: Progress | None = None) -> TokenSaliency:
     """Per-position saliency of ``ds`` on ``model`` (see the module docstring).
 
@@ -168,7 +170,7 @@ def token_saliency(model, ds: Dataset, k: int | None = 3, rank_by: str | None = 
     return TokenSaliency(table, mask)
 
 
-def batch_scores(model, batch, metric_fn) -> dict[str, torch.Tensor]:
+def batch_scores(model: Model, batch: Batch, metric_fn: Metric) -> dict[str, torch.Tensor]:
     """Job (`peap_widget.runtime.remote`): [B, T] float64 scores of one batch: two traces that only
     read and save, then arithmetic (on a remote model only the [B, T] scores come back)."""
     ad, nn = model.adapter, model.nn
