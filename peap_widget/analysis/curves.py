@@ -10,7 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,17 @@ from ..circuits.result import AttributionResult
 from ..errors import PeapError
 from ..engine.evaluate import Evaluator
 from ..errors import NormalisationError
+from ..engine.metrics import Metric
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from ..data.dataset import Dataset
+    from ..runtime.model import Model
+
+#: one result, a list of them, or ``{label: result}``
+Results = AttributionResult | Sequence[AttributionResult] | Mapping[str, AttributionResult]
 
 #: MIB's circuit sizes, as fractions of all edges: `mib_scores` integrates over exactly these
 #: (CPR / CMD are defined on them), and `faithfulness_curve` and the explorer draw them by default.
@@ -48,7 +60,8 @@ class FaithfulnessCurve:
     the plots show the reason instead of lines), else None. ``warning``: the model does not do
     the task (`peap_widget.engine.evaluate.task_warning`), else None."""
 
-    def __init__(self, table, refusal: str | None = None, warning: str | None = None):
+    def __init__(self, table: pd.DataFrame, refusal: str | None = None,
+                 warning: str | None = None):
         self.table = table
         self.refusal = refusal
         self.warning = warning
@@ -77,7 +90,8 @@ class FaithfulnessCurve:
         x = rows["requested_fraction" if "requested_fraction" in rows else "fraction"]
         return _trapezoid(np.abs(1 - y) if distance_from_one else y, x)
 
-    def point(self, level: float = 0.8, result: str | None = None, measure: str = "faithfulness"):
+    def point(self, level: float = 0.8, result: str | None = None,
+              measure: str = "faithfulness") -> pd.Series | None:
         """The table row of the smallest evaluated circuit whose ``measure`` reaches ``level``
         (None if none does, or if normalized faithfulness was refused); ``row.requested``
         rebuilds it with `AttributionResult.circuit`."""
@@ -94,7 +108,7 @@ class FaithfulnessCurve:
         return None if row is None else int(row["n_edges"])
 
     def plot(self, measures: Sequence[str] | str = ("faithfulness",), x: str = "fraction",
-             logx: bool = True, ax=None):
+             logx: bool = True, ax=None) -> Figure:
         """A matplotlib Figure: each measure against circuit size, one line per result."""
         from matplotlib.figure import Figure
 
@@ -131,7 +145,7 @@ class FaithfulnessCurve:
             a.legend()
         return fig
 
-    def overview(self):
+    def overview(self) -> Figure:
         """A two-panel Figure: normalized faithfulness against the fraction of each graph's
         edges (MIB's axis) and against real per-example edges (the PEAP paper's count, which
         compares positional and position-free circuits fairly)."""
@@ -165,10 +179,11 @@ def _named(results) -> dict:
     return out
 
 
-def faithfulness_curve(model, ds, results, sizes: Sequence[float] | None = None,
-                       method: str = "greedy", merge_qkv: bool = True, absolute: bool = True,
-                       ablation: str | None = None, metric=None, batch_size: int | None = None,
-                       evaluator: Evaluator | None = None, progress=True,
+def faithfulness_curve(model: Model, ds: Dataset, results: Results,
+                       sizes: Sequence[float] | None = None, method: str = "greedy",
+                       merge_qkv: bool = True, absolute: bool = True, ablation: str | None = None,
+                       metric: str | Metric | None = None, batch_size: int | None = None,
+                       evaluator: Evaluator | None = None, progress: bool | Callable = True,
                        desc: str = "faithfulness curve") -> FaithfulnessCurve:
     """Evaluate circuits of several sizes found from each result.
 
@@ -230,10 +245,12 @@ def faithfulness_curve(model, ds, results, sizes: Sequence[float] | None = None,
     return FaithfulnessCurve(pd.DataFrame(rows), evaluator.refusal, evaluator.warning)
 
 
-def mib_scores(model, ds, result, method: str = "greedy", merge_qkv: bool = True,
-               evaluator: Evaluator | None = None, progress=False, desc: str = "CPR/CMD") -> dict:
+def mib_scores(model: Model, ds: Dataset, result: AttributionResult, method: str = "greedy",
+               merge_qkv: bool = True, evaluator: Evaluator | None = None,
+               progress: bool | Callable = False, desc: str = "CPR/CMD") -> dict:
     """MIB's CPR (area under normalized faithfulness, circuits ranked by signed score with the
-    edges that help the task first, see `helping_first`; higher is better) and CMD (area of |1 - f|, circuits ranked by |score|; lower is better), trapezoids
+    edges that help the task first, see `helping_first`; higher is better) and CMD (area of
+    |1 - f|, circuits ranked by |score|; lower is better), trapezoids
     over the linear fraction axis at MIB's sizes 0.001 ... 1.
 
     Raises `NormalisationError` (a `PeapError`, with the reason) when normalized faithfulness is

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,7 +36,11 @@ from ..errors import PeapError
 from ..engine.evaluate import Evaluator
 from ..graph.names import QKV, split_node
 from ..graph.space import EdgeSpace
+from ..engine.metrics import Metric
 from .exact import graph_space
+
+if TYPE_CHECKING:
+    from ..runtime.model import Model
 
 #: a receiver may name a head's input as ``a4.h1.q`` as well as ``a4.h1<q>``
 _QKV_DOT = re.compile(r"^(a\d+\.h\d+)\.([qkv])$")
@@ -82,8 +87,8 @@ def path_rows(space: EdgeSpace, sender: str, receivers: str | list[str]) -> np.n
     return np.unique(rows)
 
 
-def path_patch(model, ds: Dataset, sender: str, receivers: str | list[str],
-               ablation: str = "counterfactual", metric="logit_diff",
+def path_patch(model: Model, ds: Dataset, sender: str, receivers: str | list[str],
+               ablation: str = "counterfactual", metric: str | Metric = "logit_diff",
                batch_size: int | None = None, reference: Dataset | None = None,
                per_example: bool = False,
                evaluator: Evaluator | None = None) -> float | tuple[float, np.ndarray]:

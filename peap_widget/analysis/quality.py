@@ -29,7 +29,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Union
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,19 @@ import numpy as np
 from ..circuits.circuit import Circuit
 from ..graph.names import component_of, node_name, split_node
 from ..errors import PeapError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from ..circuits.result import AttributionResult
+    from ..engine.evaluate import Evaluator
+
+#: the true edges: a bool mask over edge-table rows, a `Circuit`, or edge keys
+#: ``(kind, src, dst, src_span, dst_span)``
+Truth = Union[np.ndarray, Circuit, Sequence[tuple]]
+#: a ranking of the edges: a result, or one score per edge-table row
+Ranking = Union["AttributionResult", np.ndarray]
 
 MEASURES = ("metric", "faithfulness")
 
@@ -155,9 +169,9 @@ def sample_subsets(nodes, n_samples: int, p: float = 0.5, seed: int = 0) -> list
             for _ in range(int(n_samples))]
 
 
-def completeness(evaluator, circuit: Circuit, n_samples: int = 10, p: float = 0.5,
-                 seed: int = 0, greedy: int = 0, subsets=None, measure: str = "metric",
-                 progress=True) -> Completeness:
+def completeness(evaluator: Evaluator, circuit: Circuit, n_samples: int = 10, p: float = 0.5,
+                 seed: int = 0, greedy: int = 0, subsets: Sequence[Sequence[str]] | None = None,
+                 measure: str = "metric", progress: bool | Callable = True) -> Completeness:
     """Completeness of ``circuit`` (Wang et al. 2023): |F(C \\ K) - F(M \\ K)| over subsets K
     of its nodes (see the module docstring).
 
@@ -235,8 +249,8 @@ def completeness(evaluator, circuit: Circuit, n_samples: int = 10, p: float = 0.
 
 # --- minimality ------------------------------------------------------------------------------------
 
-def minimality(evaluator, circuit: Circuit, threshold: float | None = None,
-               measure: str = "metric", progress=True):
+def minimality(evaluator: Evaluator, circuit: Circuit, threshold: float | None = None,
+               measure: str = "metric", progress: bool | Callable = True) -> pd.DataFrame:
     """Each circuit edge's own contribution F(C) - F(C minus that edge), as a DataFrame.
 
     An *edge* is what the circuit's size counts as one: a residual row, or (``merge_qkv``) the
@@ -316,7 +330,8 @@ def _scores_of(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def truth_mask(truth, like=None, n: int | None = None) -> np.ndarray:
+def truth_mask(truth: Truth, like: AttributionResult | Circuit | None = None,
+               n: int | None = None) -> np.ndarray:
     """A bool mask over edge-table rows from ``truth``: a bool array, a `Circuit` (its edges),
     or a list of edge keys ``(kind, src, dst, src_span, dst_span)`` (needs ``like``: an
     `AttributionResult` or `Circuit` whose edge space the keys name)."""
@@ -385,7 +400,7 @@ class RocCurve:
         return {"name": self.name, "auroc": float(self.auroc), "n_pos": int(self.n_pos),
                 "n_neg": int(self.n_neg), "points": self.points(max_points)}
 
-    def plot(self, ax=None):
+    def plot(self, ax=None) -> Figure:
         """A matplotlib Figure with this curve and the diagonal."""
         from matplotlib.figure import Figure
 
@@ -410,7 +425,7 @@ def _pr(tp, n, n_pos) -> dict:
             "recall": tp / n_pos if n_pos else float("nan")}
 
 
-def roc_curve(scores, truth, absolute: bool = True, name: str = "") -> RocCurve:
+def roc_curve(scores: Ranking, truth: Truth, absolute: bool = True, name: str = "") -> RocCurve:
     """The ROC curve of ranking edges by ``scores`` against ``truth``.
 
     Args:
@@ -444,7 +459,8 @@ def roc_curve(scores, truth, absolute: bool = True, name: str = "") -> RocCurve:
                     order, y)
 
 
-def roc_curves(results, truth, absolute: bool = True) -> dict:
+def roc_curves(results: AttributionResult | Sequence[AttributionResult] | Mapping[str, Ranking],
+               truth: Truth, absolute: bool = True) -> dict[str, RocCurve]:
     """``{name: RocCurve}`` for several rankings: ``{name: result}``, a list of results (named
     by method) or one result; ``truth`` as for `roc_curve`."""
     if isinstance(results, Mapping):
@@ -461,7 +477,8 @@ def roc_curves(results, truth, absolute: bool = True) -> dict:
             for nm, r in named.items()}
 
 
-def overlap(x, truth, n_edges: int | None = None, absolute: bool = True) -> dict:
+def overlap(x: Circuit | Ranking, truth: Truth, n_edges: int | None = None,
+            absolute: bool = True) -> dict:
     """Precision and recall against ``truth`` (see `truth_mask`), on edge-table rows: of a
     `Circuit` (its rows), or of the top ``n_edges`` rows of a score ranking (an
     `AttributionResult` or score array; default ``n_edges``: as many as there are true edges,

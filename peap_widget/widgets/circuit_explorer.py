@@ -54,6 +54,8 @@ hover card of a head lists its scores (trait ``head_functions``: ``{"relations":
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import traitlets as t
@@ -66,7 +68,18 @@ from ..engine.evaluate import Evaluator
 from ..graph.config import HEAD, INPUT, MLP  # noqa: F401 (node types 0-2, with Q...LOGITS)
 from ..graph.names import QKV, node_name, split_node
 from .base import PeapWidget
-from .curves import curve_series, json_number
+from .curves import Curves, curve_series, json_number
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..circuits.result import AttributionResult
+    from ..data.dataset import Dataset
+    from ..engine.evaluate import EvalResult
+    from ..runtime.model import Model
+
+#: an edge as `pw.Circuit` takes it: a row index, a key tuple or a name
+Edge = Union[int, tuple, str]
 
 # node types shared with the front end: the graph's forward node kinds (INPUT, HEAD, MLP = 0, 1,
 # 2), then a head's q/k/v inputs and the logits
@@ -348,11 +361,14 @@ class CircuitExplorer(PeapWidget):
     quality = t.Dict().tag(sync=True)         # {selection, running, done, total, completeness, minimality, ...}
     head_functions = t.Dict().tag(sync=True)  # {relations: [...], heads: {"a1.h0": [score per relation]}}
 
-    def __init__(self, result, model=None, dataset=None, n_edges: int | None = None,
-                 merge_qkv: bool = True, curves=None, curve_sizes=None, head_details: bool = True,
+    def __init__(self, result: AttributionResult, model: Model | None = None,
+                 dataset: Dataset | None = None, n_edges: int | None = None,
+                 merge_qkv: bool = True, curves: Curves = None,
+                 curve_sizes: Sequence[float] | None = None, head_details: bool = True,
                  evaluator: Evaluator | None = None, max_units: int = MAX_UNITS,
                  chunk_units: int = CHUNK_UNITS, max_page_units: int = MAX_PAGE_UNITS,
-                 sample_size: int = 32, sample_after: float | None = 1.0, head_functions=None,
+                 sample_size: int = 32, sample_after: float | None = 1.0,
+                 head_functions: pd.DataFrame | None = None,
                  **kwargs):
         if (model is None) != (dataset is None):
             raise PeapError("give both model and dataset (to re-evaluate edits) or neither")
@@ -439,7 +455,7 @@ class CircuitExplorer(PeapWidget):
             if self._evaluator is not None:  # edits from Python are evaluated at once
                 self.evaluate()
 
-    def set_size(self, n_edges: int | None = None, threshold: float | None = None):
+    def set_size(self, n_edges: int | None = None, threshold: float | None = None) -> None:
         """Show the first ``n_edges`` edges of the greedy order, or every edge scoring at least
         ``threshold`` (manual edits are kept)."""
         if threshold is not None:
@@ -455,13 +471,14 @@ class CircuitExplorer(PeapWidget):
         row = self.result.space.row(edge)
         return int(units_of(self.result.space, self.merge_qkv).of_row[row])
 
-    def remove_edge(self, edge):
+    def remove_edge(self, edge: Edge) -> None:
         """Prune an edge (row index, key tuple or name as in `pw.Circuit`)."""
         u = self._unit_of(edge)
         self._edit(removed=sorted(set(self.selection["removed"]) | {u}),
                    added=[a for a in self.selection["added"] if a != u])
 
-    def add_edge(self, edge):
+    def add_edge(self, edge: Edge) -> None:
+        """Restore or add an edge (row index, key tuple or name as in `pw.Circuit`)."""
         u = self._unit_of(edge)
         self._edit(added=sorted(set(self.selection["added"]) | {u}),
                    removed=[a for a in self.selection["removed"] if a != u])
@@ -480,21 +497,22 @@ class CircuitExplorer(PeapWidget):
         slots = [node_name(f"{base}<{c}>", s) for s in spans for c in QKV]
         return [idx[n] for n in names] + [idx[n] for n in slots if n in idx]
 
-    def remove_node(self, node: str):
+    def remove_node(self, node: str) -> None:
         """Prune a node with every edge touching it: ``"a2.h1@END"`` (one span) or ``"a2.h1"``
         (every span)."""
         ids = self._node_ids(node)
         self._edit(removed_nodes=sorted(set(self.selection["removed_nodes"]) | set(ids)))
 
-    def restore_node(self, node: str):
+    def restore_node(self, node: str) -> None:
         ids = set(self._node_ids(node))
         self._edit(removed_nodes=[n for n in self.selection["removed_nodes"] if n not in ids])
 
-    def reset(self):
+    def reset(self) -> None:
         """Drop every manual edit (the size stays)."""
         self._edit(added=[], removed=[], removed_nodes=[])
 
     def undo(self) -> bool:
+        """Undo the last edit; False when there is none."""
         if not self.history:
             return False
         *rest, last = self.history
@@ -546,9 +564,10 @@ class CircuitExplorer(PeapWidget):
             self._sampler()          # later edits: on a subsample
         return self.evaluation
 
-    def show_evaluation(self, ev, circuit=None, version: int | None = None,
+    def show_evaluation(self, ev: EvalResult, circuit: Circuit | None = None,
+                        version: int | None = None,
                         seconds: float | None = None, selection: dict | None = None,
-                        examples: int | None = None):
+                        examples: int | None = None) -> None:
         """Show an `EvalResult` of ``selection`` (default: the circuit now shown; ``circuit``:
         its circuit, if at hand) as the explorer's numbers; pages without a kernel show what was
         set here."""
@@ -632,7 +651,7 @@ class CircuitExplorer(PeapWidget):
         }
         return self.quality
 
-    def show_head_functions(self, df):
+    def show_head_functions(self, df: pd.DataFrame | None) -> CircuitExplorer:
         """Show per-head function scores in the hover cards: a DataFrame indexed by head name
         (``"a1.h0"``), one numeric column per relation (e.g. from `pw.head_functions`; other
         columns are left out). Returns self.
