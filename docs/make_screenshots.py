@@ -11,21 +11,15 @@ the CPU, in about two minutes. PNGs are reduced to a 256-colour palette to stay 
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMG = ROOT / "docs" / "img"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import launch, open_standalone, serve  # noqa: E402  (tests/browser.py)
+from browser import jupyterlab, launch, open_standalone, serve  # noqa: E402  (tests/browser.py)
 
 import nbformat  # noqa: E402
 import peap_widget as pw  # noqa: E402
@@ -87,69 +81,35 @@ lab.tabs.selected_index = 2
 lab"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def circuit_lab(tmp: Path) -> None:
     """CircuitLab in a real JupyterLab (its tabs are ipywidgets, which need a kernel)."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(LAB_CELL)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp / "lab.ipynb")
-    port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / ".jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(tmp / ".runtime"), "JUPYTERLAB_SETTINGS_DIR": str(tmp / ".settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp / ".workspaces")}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={tmp}", "--LabApp.expose_app_in_browser=True",
-           "--LabApp.news_url=", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True"]
-    log = open(tmp / "jupyterlab.log", "w")
-    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((tmp / "jupyterlab.log").read_text()[-3000:])
-                time.sleep(0.5)
-        with launch() as browser:
-            page = browser.new_page(viewport={"width": 1300, "height": 1500})
-            page.goto(f"{url}/lab/tree/lab.ipynb?token={token}", timeout=60000)
-            page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')",
-                                   timeout=60000)
-            page.wait_for_function("""() => {
-                const w = window.jupyterapp.shell.currentWidget;
-                return w?.sessionContext?.session?.kernel?.status === "idle";
-            }""", timeout=90000)
-            # a clean view: no file browser, no side bars
-            page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
-            page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell')")
-            page.wait_for_selector(".jp-OutputArea-output .pe-root", timeout=240000)
-            page.wait_for_function(
-                "document.querySelector('[data-role=status-text]')?.textContent.startsWith('evaluated')",
-                timeout=120000)
-            page.wait_for_timeout(1000)
-            out = page.locator(".jp-OutputArea-output").last
-            out.scroll_into_view_if_needed()
-            path = IMG / "circuit_lab.png"
-            out.screenshot(path=str(path))
-            shrink(path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with jupyterlab(tmp) as (url, token), launch() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 1500})
+        page.goto(f"{url}/lab/tree/lab.ipynb?token={token}", timeout=60000)
+        page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')",
+                               timeout=60000)
+        page.wait_for_function("""() => {
+            const w = window.jupyterapp.shell.currentWidget;
+            return w?.sessionContext?.session?.kernel?.status === "idle";
+        }""", timeout=90000)
+        # a clean view: no file browser, no side bars
+        page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
+        page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell')")
+        page.wait_for_selector(".jp-OutputArea-output .pe-root", timeout=240000)
+        page.wait_for_function(
+            "document.querySelector('[data-role=status-text]')?.textContent.startsWith('evaluated')",
+            timeout=120000)
+        page.wait_for_timeout(1000)
+        out = page.locator(".jp-OutputArea-output").last
+        out.scroll_into_view_if_needed()
+        path = IMG / "circuit_lab.png"
+        out.screenshot(path=str(path))
+        shrink(path)
 
 
 def main() -> None:

@@ -93,3 +93,51 @@ def open_standalone(browser, url: str, console: list | None = None):
     page.wait_for_selector("body[data-peap-ready='true']", timeout=20000)
     page.errors = errors
     return page
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, timeout: float = 90):
+    """A real JupyterLab server on loopback serving ``root`` (its config, runtime and settings
+    folders inside ``root``, so nothing of the user's is read or written); yields ``(url,
+    token)``. Raises RuntimeError with the end of its log when it does not start."""
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
+           "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces")}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+           "--LabApp.news_url=", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True"]
+    log_path = root / "jupyterlab.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                    break
+                except Exception:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise RuntimeError("JupyterLab did not start:\n"
+                                           + log_path.read_text()[-3000:]) from None
+                    time.sleep(0.5)
+            yield url, token
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

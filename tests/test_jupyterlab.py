@@ -3,17 +3,11 @@ CircuitExplorer rendered by anywidget's own front end, an edge pruned in the pag
 kernel's circuit checked afterwards (the kernel writes it to a file)."""
 
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import nbformat
 import pytest
-from browser import require_chromium, screenshot
+from browser import jupyterlab, require_chromium, screenshot
 
 SETUP = """\
 import json
@@ -33,12 +27,6 @@ json.dump({"selection": explorer.selection, "rows": circ.in_rows.nonzero()[0].to
           open("kernel_state.json", "w"))"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     require_chromium()
@@ -47,35 +35,11 @@ def lab(tmp_path_factory):
     nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(CHECK)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "explore.ipynb")
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(root / ".runtime"), "JUPYTERLAB_SETTINGS_DIR": str(root / ".settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces")}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           "--LabApp.news_url=", "--ServerApp.port_retries=0",
-           "--ServerApp.allow_root=True"]
-    log = open(root / "jupyterlab.log", "w")
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("JupyterLab did not start:\n" + (root / "jupyterlab.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield url, token, root
-    proc.terminate()
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        with jupyterlab(root) as (url, token):
+            yield url, token, root
+    except RuntimeError as err:      # it did not start: say why, with its log
+        pytest.fail(str(err))
 
 
 def open_and_run_first_cell(chromium, url: str, token: str, notebook: str):
