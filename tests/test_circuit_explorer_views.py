@@ -322,7 +322,9 @@ def test_edge_colours_stay_apart_under_colour_blindness(toy_page, chromium):  # 
         colours = page.evaluate("""() => [...document.querySelectorAll("[data-role=legend] i")]
             .slice(0, 2).map((i) => getComputedStyle(i).borderTopColor)""")
         legend = page.inner_text("[data-role=legend]")
-        assert "positive" in legend and "negative" in legend and "not an error" in legend
+        # the sign the scores have: a score is m(edge ablated) - m(clean)
+        assert "positive score: ablating the edge raises the metric" in legend
+        assert "negative score: ablating it lowers the metric (the edge helps the task)" in legend
         path = screenshot(page.locator(".pe-main"), "circuit_explorer_colours")
     pos, neg = (np.array([int(v) for v in c[c.index("(") + 1:-1].split(",")[:3]]) for c in colours)
     img = np.asarray(Image.open(path).convert("RGB")).astype(float)
