@@ -22,7 +22,7 @@ def in_file(err: PeapError, path) -> PeapError:
 
 
 class SchemaError(PeapError):
-    """A span annotation breaks a rule of the schema (DESIGN.md section 7).
+    """A span annotation breaks a rule of the schema (docs/numbers.md).
 
     Carries ``example`` (index in the dataset), ``span`` (span name or None) and ``rule``
     (a short machine-readable name such as ``"contiguous"``) next to the message.

@@ -9,7 +9,7 @@
 // Functions never mutate their arguments: they return new arrays, so any old value can be kept
 // as an undo snapshot.
 
-// --- validation (mirrors peap_widget/schema.py, rule names and messages) -------------------
+// --- validation (mirrors peap_widget/data/schema.py, rule names and messages) -------------------
 
 /** Python's repr() of a JSON-like value, for messages that quote values as Python does. */
 export function pyRepr(v) {

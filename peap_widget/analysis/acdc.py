@@ -10,7 +10,7 @@ removed when the circuit changes by less than ``tau``:
 - a task metric (``"logit_diff"``, ``"prob_diff"``, a callable): |m(H minus e) - m(H)| < tau,
   m the dataset mean.
 
-Every try is an exact patched run (DESIGN.md section 5) through an `Evaluator`, whose clean and
+Every try is an exact patched run (docs/numbers.md) through an `Evaluator`, whose clean and
 ablation-source runs are computed once. The decisions are sequential, but the tries are batched
 without changing them: for the next edges e1..eK of a receiver, one forward pass evaluates the K
 circuits H - {e1}, H - {e1, e2}, ..., H - {e1..eK} (stacked copies, one mask each); walking them

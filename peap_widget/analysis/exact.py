@@ -5,7 +5,7 @@ graph) the score is the mean over examples of
 
     m(full circuit minus e) - m(full model)
 
-evaluated exactly by ablation (DESIGN.md section 5: e's receiver gets the ablation source's
+evaluated exactly by ablation (docs/numbers.md: e's receiver gets the ablation source's
 z*_u at e's span, or the head uses q*/k*/v* for e's span pair). It is what attribution patching
 (PEAP, EAP) estimates to first order, with the same sign, so the table plugs into the same
 comparisons, curves and circuit searches.

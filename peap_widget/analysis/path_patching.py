@@ -6,8 +6,8 @@ ablation source): each receiver's input gets the sender's source output z*_s ins
 every other path (the sender's direct effect on other components, everything downstream of it
 except through the receivers) stays clean, and the receivers' changed outputs propagate normally
 to the logits. In the edge graph that is the full circuit minus the residual edges sender ->
-receiver (at every span, or at the spans named with ``@``), evaluated exactly (DESIGN.md
-section 5). Components between sender and receivers keep their clean values, heads and MLPs
+receiver (at every span, or at the spans named with ``@``), evaluated exactly
+(docs/numbers.md). Components between sender and receivers keep their clean values, heads and MLPs
 alike (MIB / edge-level path patching; the IOI paper recomputed MLPs).
 
 Receivers: ``"a4.h1.q"`` / ``"a4.h1<q>"`` (one of a head's q, k, v inputs), ``"a4.h1"`` (all

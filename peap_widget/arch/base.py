@@ -133,7 +133,7 @@ class Adapter:
         if self.post_norms and _bias(module_at(attn, family.out_proj)) is not None:
             raise UnsupportedArchitectureError(
                 "a norm after the attention with a bias on its output projection: the heads' "
-                "outputs would not sum to the sublayer's (DESIGN.md section 3); not supported")
+                "outputs would not sum to the sublayer's (docs/numbers.md); not supported")
         self._rotary_cache: dict = {}
         self.closed_form_norms = self.closed_form_norms_match()
 
@@ -261,7 +261,7 @@ class Adapter:
     def head_outputs(self, layer: int, o: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
         """[B, T, H, D] each head's output z_h from the heads' outputs ``o`` [B, T, H*dh]
         through its slice of the output projection, and, where a norm follows the attention
-        (Gemma-2), scaled by this run's own post-norm factor (DESIGN.md section 3)."""
+        (Gemma-2), scaled by this run's own post-norm factor (docs/numbers.md)."""
         B, T, _ = o.shape
         z = torch.einsum("bthd,hdD->bthD", o.reshape(B, T, self.config.n_heads, self.d_head), W_O)
         if self.post_norms:

@@ -28,7 +28,7 @@ class AttributionResult:
     """Scores of every edge (`edges`), the spans and settings used, and the metric baselines.
 
     Attributes:
-        edges: the edge table (``kind, src, dst, src_span, dst_span, score``; DESIGN.md section 3),
+        edges: the edge table (``kind, src, dst, src_span, dst_span, score``; docs/numbers.md),
             a pandas DataFrame built on first access (categorical key columns, spans ordered as
             in the schema). Everything else here works from `scores` and `space` without it.
         scores: [rows] float64 score of every edge-table row (read-only).

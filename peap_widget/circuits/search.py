@@ -1,4 +1,4 @@
-"""Circuit search (DESIGN.md section 6): which rows of an `EdgeSpace` a search method keeps.
+"""Circuit search (docs/numbers.md): which rows of an `EdgeSpace` a search method keeps.
 
 Greedy starts at the logits of the last span and repeatedly adds the best unit (see `Units`)
 whose child node is already in the circuit (`GreedyOrder`, computed lazily and kept in a cache

@@ -2,7 +2,7 @@
 
 A schema is an ordered list of span types. Every example's spans cover all its tokens in order,
 contiguously; a span may be empty (unless the schema marks it ``required``), and the last token
-sits alone in the last span (DESIGN.md section 7).
+sits alone in the last span (docs/numbers.md).
 
 Example:
     >>> s = Schema(["IO", "S1", "S2", "END"])

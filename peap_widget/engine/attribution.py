@@ -2,7 +2,7 @@
 
 Per batch: one gradient-free run of the ablation source (counterfactual prompts; span means and
 zeros need none), then one clean run with one backward pass. Inside that trace the scores of
-DESIGN.md section 4 are formed in closed form, vectorised over heads, positions and examples, and
+docs/numbers.md are formed in closed form, vectorised over heads, positions and examples, and
 only span-aggregated sums leave it.
 """
 

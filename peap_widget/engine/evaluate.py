@@ -1,4 +1,4 @@
-"""Faithfulness of a circuit by ablation (DESIGN.md section 5).
+"""Faithfulness of a circuit by ablation (docs/numbers.md).
 
 Evaluating circuit C runs the clean input once with every slot input rebuilt: slot v at t gets
 this run's z_u[t] for each upstream u with (u -> v, span(t)) in C and the ablation source's

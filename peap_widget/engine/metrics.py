@@ -22,7 +22,7 @@ Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def logit_diff(logits: torch.Tensor, correct: torch.Tensor,
                incorrect: torch.Tensor) -> torch.Tensor:
-    """logit[correct] - logit[incorrect] (DESIGN.md's default metric)."""
+    """logit[correct] - logit[incorrect] (the default metric, docs/numbers.md)."""
     return logits.gather(-1, correct[:, None])[:, 0] - logits.gather(-1, incorrect[:, None])[:, 0]
 
 

@@ -127,7 +127,7 @@ def crossing_values(G: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
 
     G: gradient at each head's output o_t [B, H, T, dh]; q, k, v: this run's [B, H, T, dh];
     *_src: the ablation source's; ``logits_fn(q, k)`` gives the model's attention scores
-    [B, H, T, T] (scale, soft-capping) for any (q, k). DESIGN.md section 4, in the form that
+    [B, H, T, T] (scale, soft-capping) for any (q, k). docs/numbers.md, in the form that
     stays exact on saturated heads:
 
         v:     A[t,t'] (v*_t' - v_t') . G_t

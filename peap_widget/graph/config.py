@@ -29,7 +29,7 @@ from ..errors import PeapError
 from ..util.lazy import cached_property
 from .names import QKV, head_name, mlp_name, slot_name
 
-#: the edge table's key columns (DESIGN.md section 3), before ``score``
+#: the edge table's key columns (docs/numbers.md), before ``score``
 KEY_COLUMNS = ("kind", "src", "dst", "src_span", "dst_span")
 #: forward node kinds (`Graph.forward_coords`); the circuit explorer's node types start the same
 INPUT, HEAD, MLP = 0, 1, 2

@@ -1,5 +1,5 @@
 """`EdgeSpace`: every (positional) edge of a graph over spans, numbered, named and listed as the
-edge table (DESIGN.md section 3); `edge_table` builds that table from dense score arrays and
+edge table (docs/numbers.md); `edge_table` builds that table from dense score arrays and
 `edge_space` shares one space per (graph, spans, crossing).
 
 The index arithmetic lives in `peap_widget.graph.index.EdgeIndex`; this adds the names (of
@@ -253,7 +253,7 @@ class EdgeSpace(EdgeIndex):
 
 def edge_table(graph: Graph, spans: list[str], resid: np.ndarray | None,
                cross: np.ndarray | None) -> pd.DataFrame:
-    """The edge table of DESIGN.md section 3 from dense score arrays, rows in `EdgeSpace` order.
+    """The edge table of docs/numbers.md from dense score arrays, rows in `EdgeSpace` order.
 
     ``resid``: [S, n_forward, n_backward] (entries off `Graph.edge_mask` ignored).
     ``cross``: [3, L, H, S_query, S_key] for kinds q, k, v, or None (no crossing edges).

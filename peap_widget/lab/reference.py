@@ -63,7 +63,7 @@ class Reference:
     # --- names -----------------------------------------------------------------------------
 
     def upstream(self, slot: str) -> list[str]:
-        """Components feeding ``slot`` (DESIGN.md section 3, sequential GPT-2 blocks)."""
+        """Components feeding ``slot`` (docs/numbers.md, sequential GPT-2 blocks)."""
         try:
             kind, layer, _ = parse_component(slot)
         except PeapError:

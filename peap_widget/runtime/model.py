@@ -129,7 +129,7 @@ def load_model(name_or_hf_model: str | torch.nn.Module, tokenizer: Any | None = 
             they are (CPU for a fresh load).
         dtype: ``torch.float32``, ``"bfloat16"``... None keeps the checkpoint's / model's dtype.
         remote: ``True``: run every job on NDIF (nnsight ``remote=True``; the weights stay
-            there, see `peap_widget.runtime.remote` and the README's "Large models on NDIF"); set
+            there, see `peap_widget.runtime.remote` and docs/ndif.md); set
             ``NDIF_API_KEY`` first. ``"local"``: load the model here but send every job through
             nnsight's serialization as a remote request would be (a dry run that needs no
             server). ``False`` (default): run here.

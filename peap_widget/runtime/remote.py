@@ -8,7 +8,7 @@ it wraps the call in one ``nn.session(remote=...)``, so the whole job (every tra
 gradients and the closed forms) runs on the NDIF server next to the weights, and only what the
 job returns, `nnsight.save`\\ d, comes back.
 
-What makes that work (see the README's "Large models on NDIF"):
+What makes that work (see docs/ndif.md):
 
 - the package's code ships with the request: `prepare` registers ``peap_widget`` with
   ``nnsight.register`` (pickled by value, the server does not have it installed);

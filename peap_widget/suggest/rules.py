@@ -1,6 +1,6 @@
 """Rule-based schema suggester: each span's *start* found by a small declarative rule.
 
-Spans in PEAP cover the prompt contiguously in schema order (DESIGN.md section 7), so a schema
+Spans in PEAP cover the prompt contiguously in schema order (docs/numbers.md), so a schema
 is fixed by where each span starts. A `RuleTagger` holds one rule per span, in schema order;
 each rule looks at the clean text and returns the character where its span starts, searching
 from where the previous rule's match ended (``after=True``, the default) or from the start of

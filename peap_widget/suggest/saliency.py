@@ -10,7 +10,7 @@ entering the final norm):
 
 - ``grad_x_delta`` = g[t] . (x[t] - x*[t]): the first-order estimate of how much of the metric's
   change clean -> counterfactual comes through the token at t. It is *minus* the
-  attribution-patching score of the ``input`` node at t (DESIGN.md section 4: the input's edge
+  attribution-patching score of the ``input`` node at t (docs/numbers.md: the input's edge
   scores into every downstream slot, summed, are (x* - x) . sum_v g_v, and sum_v g_v = g because
   the input reaches every slot only additively through the residual stream), so the two are one
   column. It is 0 wherever the counterfactual keeps the token (an IOI prompt's final "to").

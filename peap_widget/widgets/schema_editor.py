@@ -21,7 +21,7 @@ State (the synced traits; the front end edits the first two):
 - ``annotations``: one list per example, one entry per span type in schema order: ``[start, end]``
   (a token range, end-exclusive, ``start == end`` for an empty span) or ``None`` when that span is
   not annotated yet in that example. Ranges are exactly what ``Schema.validate`` checks, so an
-  example is valid when its ranges cover every token in schema order (DESIGN.md section 7).
+  example is valid when its ranges cover every token in schema order (docs/numbers.md).
 - ``tokens`` (token strings per example), ``examples`` (each record's other fields: clean,
   corrupted, correct, incorrect, ...), ``palette``, ``current`` (the example shown), ``save_path``.
 
