@@ -23,8 +23,10 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import PeapError
 from ..graph.names import QKV, node_name, split_node
@@ -34,6 +36,9 @@ from . import formats
 from .formats import FORMAT
 from .search import SEARCH_METHODS, greedy_order, search, top_indices
 from .units import Units, units_of
+
+if TYPE_CHECKING:
+    import networkx
 
 __all__ = ["FORMAT", "SEARCH_METHODS", "Circuit", "Units", "edge_space", "greedy_order", "search",
            "top_indices", "units_of"]
@@ -51,8 +56,9 @@ class Circuit:
         span_lengths: [N, S] span lengths of the data, for real per-example edge counts.
     """
 
-    def __init__(self, space: EdgeSpace, in_rows, scores=None, merge_qkv: bool = True,
-                 settings: dict | None = None, span_lengths=None, name: str = ""):
+    def __init__(self, space: EdgeSpace, in_rows: ArrayLike, scores: ArrayLike | None = None,
+                 merge_qkv: bool = True, settings: dict | None = None,
+                 span_lengths: ArrayLike | None = None, name: str = ""):
         self.space = space
         self.in_rows = np.array(in_rows, dtype=bool)
         if self.in_rows.shape != (len(space),):
@@ -221,7 +227,7 @@ class Circuit:
 
     load = from_json
 
-    def to_networkx(self):
+    def to_networkx(self) -> networkx.MultiDiGraph:
         """A ``networkx.MultiDiGraph`` of positional nodes (`formats.to_networkx`)."""
         return formats.to_networkx(self)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..data.schema import Schema
 from ..errors import PeapError
@@ -51,8 +52,9 @@ class AttributionResult:
         True
     """
 
-    def __init__(self, scores, spans: list[str], settings: dict, clean_metric,
-                 counterfactual_metric, schema: Schema | None, graph_config: GraphConfig,
+    def __init__(self, scores: ArrayLike | pd.DataFrame, spans: list[str], settings: dict,
+                 clean_metric: ArrayLike, counterfactual_metric: ArrayLike | None,
+                 schema: Schema | None, graph_config: GraphConfig,
                  span_lengths=None):
         """``scores``: one float per row of the edge space (with or without crossing rows, told
         apart by the count), or an edge-table DataFrame whose keys are checked against the
@@ -104,8 +106,9 @@ class AttributionResult:
 
     @classmethod
     def from_arrays(cls, graph: Graph, spans: list[str], resid: np.ndarray,
-                    cross: np.ndarray | None, settings: dict, clean, source,
-                    schema: Schema | None, span_lengths=None) -> AttributionResult:
+                    cross: np.ndarray | None, settings: dict, clean: ArrayLike,
+                    source: ArrayLike | None, schema: Schema | None,
+                    span_lengths: ArrayLike | None = None) -> AttributionResult:
         """From dense score arrays: ``resid`` [S, n_forward, n_backward] and ``cross``
         [3, L, H, S, S] (None: no crossing edges), as `EdgeSpace.rows` lists them."""
         space = edge_space(graph.cfg, tuple(spans), cross is not None)
@@ -190,7 +193,7 @@ class AttributionResult:
         to the root), found without running the search: ``len(greedy_order(merge_qkv))``."""
         return units_of(self.space, merge_qkv).n_reachable
 
-    def circuit_from(self, edge_rows, merge_qkv: bool = True) -> Circuit:
+    def circuit_from(self, edge_rows: ArrayLike, merge_qkv: bool = True) -> Circuit:
         """A circuit of exactly the given rows of `edges`: a boolean mask, row positions, or a
         DataFrame whose index is a subset of ``edges.index``."""
         import pandas as pd

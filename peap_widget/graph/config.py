@@ -103,7 +103,7 @@ class Graph:
         layer, index = divmod(node - 1, self.H + 1)
         return (MLP if index == self.H else HEAD), layer, index
 
-    def forward_coords(self, nodes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def forward_coords(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(kind, layer, index) of forward nodes (an array; the inverse of `head_node` and
         `mlp_node`): kind `INPUT`, `HEAD` or `MLP`; layer -1 for ``input``; index the head,
         ``H`` for the MLP (its place in its layer's block), 0 for ``input``.

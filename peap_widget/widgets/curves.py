@@ -35,7 +35,7 @@ from .base import PeapWidget
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..analysis.quality import RocCurve
+    from ..analysis.quality import RocCurve, Truth
     from ..circuits.circuit import Circuit
     from ..circuits.result import AttributionResult
     from ..engine.evaluate import EvalResult
@@ -251,7 +251,7 @@ class FaithfulnessCurves(PeapWidget):
                          title=title, roc_series=rocs, view=view, **kwargs)
 
     @classmethod
-    def roc(cls, results: Mapping[str, AttributionResult], truth, absolute: bool = True,
+    def roc(cls, results: Mapping[str, AttributionResult], truth: Truth, absolute: bool = True,
             title: str = "", curves: Curves = None, **kwargs) -> FaithfulnessCurves:
         """A widget showing the ROC curves of ``results`` against ``truth`` (the ROC view;
         ``curves`` adds the faithfulness view). ``results``: ``{name: result}``, a list of
