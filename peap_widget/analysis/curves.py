@@ -23,6 +23,7 @@ from ..engine.metrics import Metric
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from ..data.dataset import Dataset
@@ -108,7 +109,7 @@ class FaithfulnessCurve:
         return None if row is None else int(row["n_edges"])
 
     def plot(self, measures: Sequence[str] | str = ("faithfulness",), x: str = "fraction",
-             logx: bool = True, ax=None) -> Figure:
+             logx: bool = True, ax: Axes | None = None) -> Figure:
         """A matplotlib Figure: each measure against circuit size, one line per result."""
         from matplotlib.figure import Figure
 

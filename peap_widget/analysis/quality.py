@@ -41,6 +41,7 @@ from ..errors import PeapError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from ..circuits.result import AttributionResult
@@ -400,7 +401,7 @@ class RocCurve:
         return {"name": self.name, "auroc": float(self.auroc), "n_pos": int(self.n_pos),
                 "n_neg": int(self.n_neg), "points": self.points(max_points)}
 
-    def plot(self, ax=None) -> Figure:
+    def plot(self, ax: Axes | None = None) -> Figure:
         """A matplotlib Figure with this curve and the diagonal."""
         from matplotlib.figure import Figure
 

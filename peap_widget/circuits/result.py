@@ -55,7 +55,7 @@ class AttributionResult:
     def __init__(self, scores: ArrayLike | pd.DataFrame, spans: list[str], settings: dict,
                  clean_metric: ArrayLike, counterfactual_metric: ArrayLike | None,
                  schema: Schema | None, graph_config: GraphConfig,
-                 span_lengths=None):
+                 span_lengths: ArrayLike | None = None):
         """``scores``: one float per row of the edge space (with or without crossing rows, told
         apart by the count), or an edge-table DataFrame whose keys are checked against the
         space's (the JSON format)."""
