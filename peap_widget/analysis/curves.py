@@ -1,11 +1,19 @@
 """Faithfulness against circuit size, for one or several attribution results, and MIB's CPR/CMD.
 
 Example:
-    >>> curve = pw.faithfulness_curve(model, ds, {"PEAP": peap, "EAP": eap})   # doctest: +SKIP
-    >>> curve.table            # one row per (result, size)                      # doctest: +SKIP
-    >>> fig = curve.plot()     # matplotlib Figure                               # doctest: +SKIP
-    >>> curve.edges_needed(0.8)                                                  # doctest: +SKIP
-    >>> pw.mib_scores(model, ds, peap)   # {'cpr': ..., 'cmd': ...}               # doctest: +SKIP
+    >>> from peap_widget.models import groundtruth as gt
+    >>> model = pw.models.load("induction-groundtruth")     # hand-built: its circuit is known
+    >>> ds = pw.Dataset.from_records(gt.make_records(16, seed=0), model)
+    >>> peap = pw.attribute(model, ds, progress=False)
+    >>> eap = pw.attribute(model, ds, method="eap", progress=False)
+    >>> curve = pw.faithfulness_curve(model, ds, {"PEAP": peap, "EAP": eap}, progress=False)
+    >>> len(curve.table)       # one row per (result, size): MIB's 10 sizes each
+    20
+    >>> fig = curve.plot()     # a matplotlib Figure
+    >>> curve.edges_needed(0.8, "PEAP"), curve.edges_needed(0.8, "EAP")
+    (3, 2)
+    >>> sorted(pw.mib_scores(model, ds, peap))
+    ['cmd', 'cpr']
 """
 
 from __future__ import annotations

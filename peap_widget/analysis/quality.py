@@ -19,12 +19,20 @@ faithfulness (``measure="faithfulness"``).
   AUROC is the Mann-Whitney U statistic over (true, other) pairs).
 
 Example:
-    >>> ev = pw.Evaluator(model, ds)                                         # doctest: +SKIP
-    >>> circ = peap.circuit(n_edges=40)                                      # doctest: +SKIP
-    >>> pw.completeness(ev, circ, n_samples=20, seed=0).worst_gap             # doctest: +SKIP
-    >>> pw.minimality(ev, circ).query("below")     # edges that do (almost) nothing  # doctest: +SKIP
-    >>> truth = gt.true_edge_mask(peap.edges)                                # doctest: +SKIP
-    >>> pw.roc_curve(peap, truth).auroc, pw.overlap(circ, truth)             # doctest: +SKIP
+    >>> from peap_widget.models import groundtruth as gt
+    >>> model = pw.models.load("induction-groundtruth")     # hand-built: its circuit is known
+    >>> ds = pw.Dataset.from_records(gt.make_records(16, seed=0), model)
+    >>> peap = pw.attribute(model, ds, progress=False)
+    >>> ev, circ = pw.Evaluator(model, ds), peap.circuit(n_edges=9)
+    >>> round(pw.completeness(ev, circ, n_samples=5, seed=0, progress=False).worst_gap, 4)
+    0.0
+    >>> int(pw.minimality(ev, circ, progress=False).below.sum())   # edges that do (almost) nothing
+    2
+    >>> truth = gt.true_edge_mask(peap.edges)                      # the 9 true positional edges
+    >>> round(pw.roc_curve(peap, truth).auroc, 3)
+    1.0
+    >>> {k: round(float(v), 3) for k, v in pw.overlap(circ, truth).items()}
+    {'n': 11.0, 'true_positives': 9.0, 'precision': 0.818, 'recall': 1.0}
 """
 
 from __future__ import annotations
