@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMG = ROOT / "docs" / "img"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import jupyterlab, launch, open_standalone, serve  # noqa: E402  (tests/browser.py)
+from browser import jupyterlab, launch, open_notebook, open_standalone, serve  # noqa: E402  (tests/browser.py)
 
 import nbformat  # noqa: E402
 import peap_widget as pw  # noqa: E402
@@ -88,14 +88,7 @@ def circuit_lab(tmp: Path) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp / "lab.ipynb")
     with jupyterlab(tmp) as (url, token), launch() as browser:
-        page = browser.new_page(viewport={"width": 1300, "height": 1500})
-        page.goto(f"{url}/lab/tree/lab.ipynb?token={token}", timeout=60000)
-        page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')",
-                               timeout=60000)
-        page.wait_for_function("""() => {
-            const w = window.jupyterapp.shell.currentWidget;
-            return w?.sessionContext?.session?.kernel?.status === "idle";
-        }""", timeout=90000)
+        page = open_notebook(browser, url, token, "lab.ipynb", {"width": 1300, "height": 1500})
         # a clean view: no file browser, no side bars
         page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
         page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")

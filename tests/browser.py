@@ -141,3 +141,20 @@ def jupyterlab(root: Path, timeout: float = 90):
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def open_notebook(browser, url: str, token: str, notebook: str, viewport: dict,
+                  errors: list | None = None):
+    """A page with ``notebook`` open in the JupyterLab at ``url`` and its kernel idle (page
+    errors appended to ``errors`` when given)."""
+    page = browser.new_page(viewport=viewport)
+    if errors is not None:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}", timeout=60000)
+    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')",
+                           timeout=60000)
+    page.wait_for_function("""() => {
+        const w = window.jupyterapp.shell.currentWidget;
+        return w?.sessionContext?.session?.kernel?.status === "idle";
+    }""", timeout=90000)
+    return page

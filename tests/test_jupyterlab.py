@@ -7,7 +7,7 @@ import time
 
 import nbformat
 import pytest
-from browser import jupyterlab, require_chromium, screenshot
+from browser import jupyterlab, open_notebook, require_chromium, screenshot
 
 SETUP = """\
 import json
@@ -45,15 +45,8 @@ def lab(tmp_path_factory):
 def open_and_run_first_cell(chromium, url: str, token: str, notebook: str):
     """Open ``notebook`` in JupyterLab, wait for its kernel, run the first cell (a widget) and
     wait for the widget: (page, page errors)."""
-    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
     errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}", timeout=60000)
-    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60000)
-    page.wait_for_function("""() => {
-        const w = window.jupyterapp.shell.currentWidget;
-        return w?.sessionContext?.session?.kernel?.status === "idle";
-    }""", timeout=90000)
+    page = open_notebook(chromium, url, token, notebook, {"width": 1500, "height": 1100}, errors)
     page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
     page.wait_for_selector(".pe-root", timeout=120000)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import screenshot, serve
+from browser import open_notebook, screenshot, serve
 from test_jupyterlab import lab  # noqa: F401  (JupyterLab on loopback, for the last test)
 from test_schema_editor_browser import current_bundle  # noqa: F401  (the fresh bundle)
 from test_schema_editor_suggest import IOI, IOIFromText, builtin, editor_with_changes, merged
@@ -319,7 +319,7 @@ def test_in_jupyterlab_run_accept_undo(lab, chromium, toy):
         LAB_DUMP.format(name="state2.json"))]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "suggest.ipynb")
-    page, errors = open_notebook(chromium, url, token, "suggest.ipynb")
+    page, errors = open_editor_notebook(chromium, url, token, "suggest.ipynb")
 
     def run_cell(i, output=None):
         page.evaluate(f"""() => {{
@@ -375,15 +375,11 @@ def test_in_jupyterlab_run_accept_undo(lab, chromium, toy):
     assert not errors, errors
 
 
-def open_notebook(chromium, url, token, notebook):
+def open_editor_notebook(chromium, url, token, notebook):
     """Open ``notebook`` in JupyterLab, run its first cell once the kernel is idle and wait
     for the SchemaEditor: (page, page errors)."""
-    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
     errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}", timeout=60000)
-    page.wait_for_function("""() => window.jupyterapp?.shell.currentWidget?.sessionContext
-        ?.session?.kernel?.status === "idle" && document.querySelector(".jp-Notebook")""", timeout=90000)
+    page = open_notebook(chromium, url, token, notebook, {"width": 1500, "height": 1100}, errors)
     page.click(".jp-Cell:nth-child(1) .jp-InputArea-editor")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
     page.wait_for_selector(".pse [data-action=run]:not([disabled])", timeout=120000)
